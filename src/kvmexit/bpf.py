@@ -1,0 +1,168 @@
+# SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+"""BPF object lifecycle over the ctypes binding: open -> configure -> load -> attach.
+
+BpfObject and BpfLink own their libbpf pointers; close() is idempotent and
+use after close is a clear error.  Only this module and maps.py use _libbpf.
+"""
+import ctypes as ct
+import pkgutil
+
+from . import _libbpf
+from .abi import OBJECT_NAME, RODATA
+from .errors import KvmexitError
+
+CORE_OBJECT = "kvm_exit.bpf.o"
+LEGACY_OBJECT = "kvm_exit_legacy.bpf.o"
+
+
+def object_bytes(name):
+    """The shipped object's bytes (works from a wheel, a zipapp or the tree)."""
+    try:
+        data = pkgutil.get_data("kvmexit", "bpf/" + name)
+    except OSError:
+        data = None
+    if not data:
+        raise KvmexitError("BPF object %s is missing from the kvmexit package: "
+                           "build it with 'make' (needs clang) or reinstall kvmexit" % name)
+    return data
+
+
+class BpfLink:
+    """An attachment; destroy() detaches it."""
+
+    def __init__(self, ptr):
+        self._ptr = ptr
+
+    def destroy(self):
+        if self._ptr:
+            _libbpf.load().bpf_link__destroy(self._ptr)
+            self._ptr = None
+
+
+class BpfObject:
+    """One opened (then loaded) BPF object.
+
+    Args:
+        data: the ELF bytes.
+        btf_custom_path: BTF file to use for CO-RE instead of the kernel's
+            (tests use it to relocate against other kernels' layouts).
+    """
+
+    def __init__(self, data, btf_custom_path=None):
+        self._lib = lib = _libbpf.load()
+        self._data = ct.create_string_buffer(data, len(data))  # kept alive with the object
+        opts = _libbpf.bpf_object_open_opts()
+        opts.object_name = OBJECT_NAME.encode()
+        if lib.version[:3] == (1, 0, 0):
+            # 1.0.0 shifted the fields after pin_root_path (b3a11777)
+            opts.sz = _libbpf.bpf_object_open_opts.kconfig.offset
+            if btf_custom_path:
+                raise KvmexitError("libbpf 1.0.0 cannot take btf_custom_path here; use libbpf 1.0.1 or newer")
+        else:
+            opts.sz = ct.sizeof(opts)
+            if btf_custom_path:
+                opts.btf_custom_path = str(btf_custom_path).encode()
+        self._ptr = lib.bpf_object__open_mem(self._data, len(data), ct.byref(opts))
+        self._links = []
+        self.loaded = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _obj(self):
+        if not self._ptr:
+            raise KvmexitError("BPF object used after close")
+        return self._ptr
+
+    def close(self):
+        """Detach every link, then free the object (and its kernel maps/programs)."""
+        for link in self._links:
+            link.destroy()
+        self._links = []
+        if self._ptr:
+            self._lib.bpf_object__close(self._ptr)
+            self._ptr = None
+
+    # -- configure --------------------------------------------------------
+    def program(self, name):
+        return self._lib.bpf_object__find_program_by_name(self._obj(), name.encode())
+
+    def map(self, name):
+        return self._lib.bpf_object__find_map_by_name(self._obj(), name.encode())
+
+    def autoload_only(self, names, all_names):
+        """Load exactly the programs in names."""
+        for n in all_names:
+            self._lib.bpf_program__set_autoload(self.program(n), n in names)
+
+    def set_max_entries(self, map_name, n):
+        self._lib.bpf_map__set_max_entries(self.map(map_name), n)
+
+    def rodata_layout(self):
+        """{variable: (offset, size)} of .rodata, from the object's BTF DATASEC."""
+        lib = self._lib
+        btf = lib.bpf_object__btf(self._obj())
+        if not btf:
+            raise KvmexitError("BPF object has no BTF: rebuild it with clang -g")
+        tid = lib.btf__find_by_name_kind(btf, b".rodata", _libbpf.BTF_KIND_DATASEC)
+        if tid < 0:
+            return {}
+        t = lib.btf__type_by_id(btf, tid)
+        base = ct.addressof(t.contents) + ct.sizeof(_libbpf.btf_type)
+        secinfo = (_libbpf.btf_var_secinfo * t.contents.vlen).from_address(base)
+        layout = {}
+        for v in secinfo:
+            name = lib.btf__name_by_offset(btf, lib.btf__type_by_id(btf, v.type).contents.name_off)
+            layout[name.decode()] = (v.offset, v.size)
+        return layout
+
+    def set_rodata(self, values):
+        """Write const volatile globals before load (what a skeleton does).
+
+        Args:
+            values: {name: bytes} with each value exactly its variable's size.
+        """
+        layout = self.rodata_layout()
+        size = ct.c_size_t()
+        base = self._lib.bpf_map__initial_value(self.map(RODATA), ct.byref(size))
+        for name, raw in values.items():
+            off, sz = layout[name]
+            if len(raw) != sz:
+                raise ValueError("%s takes %d bytes, got %d" % (name, sz, len(raw)))
+            ct.memmove(base + off, raw, sz)
+
+    # -- load, attach -----------------------------------------------------
+    def load(self):
+        self._lib.bpf_object__load(self._obj())
+        self.loaded = True
+
+    def attach(self, prog_name, kind, tp_name, category="kvm"):
+        """Attach one program.
+
+        libbpf 0.8 - 1.0.x reports EOPNOTSUPP from generic attach on raw_tp
+        (fixed by eb77c721): raw_tp and tracepoint use the explicit calls.
+        """
+        prog = self.program(prog_name)
+        if kind == "tp_btf":
+            ptr = self._lib.bpf_program__attach(prog)
+        elif kind == "raw_tp":
+            ptr = self._lib.bpf_program__attach_raw_tracepoint(prog, tp_name.encode())
+        else:
+            ptr = self._lib.bpf_program__attach_tracepoint(prog, category.encode(), tp_name.encode())
+        link = BpfLink(ptr)
+        self._links.append(link)
+        return link
+
+    def detach_all(self):
+        for link in self._links:
+            link.destroy()
+        self._links = []
+
+    def prog_fd(self, name):
+        return self._lib.bpf_program__fd(self.program(name))
+
+    def map_fd(self, name):
+        return self._lib.bpf_map__fd(self.map(name))

@@ -1,0 +1,196 @@
+# SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+"""The kvmexit command line: bcc kvmexit's interface, thin over Tracer."""
+import os
+import signal
+import sys
+import time
+
+import click
+
+from . import __version__, kernel, output, report
+from .errors import KvmexitError
+from .tracer import DEFAULT_MAX_ENTRIES, MODES, Filter, Tracer
+
+EXAMPLES = """\b
+EXAMPLES:
+    kvmexit                        # all threads, until Ctrl-C
+    kvmexit 5                      # all threads, for 5 seconds
+    kvmexit -p 3195281 20          # one VM (PID), collapsed over its threads
+    kvmexit -p 3195281 -v 0        # one vCPU (KVM vcpu_id 0) of that VM
+    kvmexit -p 3195281 -a          # that VM, per thread
+    kvmexit -t 395490 20           # one thread (TID)
+    kvmexit -T '395490,395491'     # several threads, per thread
+    kvmexit selftest               # check this host end to end (root, /dev/kvm)
+"""
+
+
+class Pid(click.ParamType):
+    """A positive process or thread id that exists now."""
+    name = "PID"
+
+    def __init__(self, what="process", check=kernel.process_exists):
+        self.what, self.check = what, check
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        if not value.isdigit() or int(value) <= 0:
+            self.fail("%r is not a %s id; give a positive number" % (value, self.what), param, ctx)
+        if not self.check(int(value)):
+            self.fail("no %s with id %s; check it with ps" % (self.what, value), param, ctx)
+        return int(value)
+
+
+class TidList(click.ParamType):
+    """-T 'TID1,TID2': comma separated, no spaces (bcc's syntax)."""
+    name = "TIDS"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        items = value.split(",")
+        tid = Pid("thread", kernel.thread_exists)
+        return tuple(tid.convert(i, param, ctx) for i in items), items
+
+
+def _caps_ok():
+    """root, or CAP_SYS_ADMIN, or CAP_BPF + CAP_PERFMON in the effective set."""
+    if os.geteuid() == 0:
+        return True
+    try:
+        with open("/proc/self/status") as f:
+            eff = int(next(l for l in f if l.startswith("CapEff:")).split()[1], 16)
+    except (OSError, StopIteration, ValueError):
+        return False
+    return bool(eff & (1 << 21)) or (eff & (1 << 38) and eff & (1 << 39))
+
+
+def _view(pid, tid, tids, vcpu, alltids):
+    """(view, context, header prefix for per-thread tables)."""
+    if tids:
+        return "tids", "TIDS %s" % tids[1], "TIDS     "
+    if tid:
+        return "pid", "TID %d" % tid, None
+    if pid and alltids:
+        return "tids", "PID %d and its all threads" % pid, "TID      "
+    if pid and vcpu is not None:
+        return "pid", "PID %d VCPU %d" % (pid, vcpu), None
+    if pid:
+        return "pid", "PID %d" % pid, None
+    return "all", "all threads", None
+
+
+def _note(text):
+    click.echo("kvmexit: note: " + text, err=True)
+
+
+def _on_sigterm(signum, frame):
+    raise KeyboardInterrupt
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXAMPLES)
+@click.option("-p", "--pid", type=Pid(), help="trace this PID only")
+@click.option("-t", "--tid", type=Pid("thread", kernel.thread_exists), metavar="TID", help="trace this TID only")
+@click.option("-T", "--tids", type=TidList(),
+              help="trace a comma separated series of tids with no space in between")
+@click.option("-v", "--vcpu", type=click.IntRange(min=0), metavar="VCPU", help="trace this vcpu (KVM vcpu_id) only; needs -p")
+@click.option("-a", "--alltids", is_flag=True, help="trace all tids for this pid; needs -p")
+@click.option("--mode", type=click.Choice(MODES), default="auto", show_default=True,
+              help="attach mode; auto picks the fastest that works")
+@click.option("--max-entries", type=click.IntRange(min=1, max=1 << 24), default=DEFAULT_MAX_ENTRIES,
+              show_default=True, help="capacity of the counts map, in (thread, reason) pairs")
+@click.option("--verbose", is_flag=True, help="show libbpf's log and the attach attempts")
+@click.option("--calibrate", is_flag=True, hidden=True,
+              help="count kvm:kvm_pio by port instead of kvm:kvm_exit (self-test of the counting path)")
+@click.version_option(__version__, "--version", prog_name="kvmexit")
+@click.argument("duration", type=click.IntRange(min=0), required=False)
+def trace(pid, tid, tids, vcpu, alltids, mode, max_entries, verbose, calibrate, duration):
+    """Display kvm exit reasons and their counts, per VM process, vCPU thread and vCPU.
+
+    Without DURATION, counts until Ctrl-C; with it, for DURATION seconds.
+    Runs as root (or with CAP_BPF and CAP_PERFMON).
+    """
+    if (vcpu is not None or alltids) and not pid:
+        raise click.UsageError("-v and -a need -p PID: give the VM's process id too")
+    if vcpu is not None and alltids:
+        raise click.UsageError("-v and -a exclude each other: pick one")
+    if tid and tids:
+        raise click.UsageError("-t and -T exclude each other: use -T 'TID1,TID2' for several")
+    if (tid or tids) and (vcpu is not None or alltids):
+        raise click.UsageError("-t/-T exclude -v and -a: filter by thread or by vCPU, not both")
+    if vcpu is not None:
+        have = kernel.vcpus_of(pid)
+        if have is not None and vcpu not in have:
+            raise click.BadParameter("PID %d has no vCPU %d (%s)" % (
+                pid, vcpu, "its vCPUs: " + ", ".join(map(str, sorted(have))) if have else "it holds no KVM vCPU"),
+                param_hint="'-v' / '--vcpu'")
+    if not _caps_ok():
+        raise KvmexitError("kvmexit needs root (or CAP_BPF and CAP_PERFMON): run it with sudo")
+
+    view, context, tids_prefix = _view(pid, tid, tids, vcpu, alltids)
+    filt = Filter(tgid=pid or 0, tids=(tid,) if tid else (tids[0] if tids else ()), vcpu=vcpu)
+    log = (lambda level, text: click.echo(text.rstrip("\n"), err=True)) if verbose else None
+    source = "kvm_pio" if calibrate else "kvm_exit"
+    tracer = Tracer(filt, mode=mode, source=source, max_entries=max_entries, log=log)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        tracer.start()
+        if verbose:
+            for a, e in tracer.failures:
+                click.echo("kvmexit: %s (%s) failed: %s" % (a.kind, a.prog, e), err=True)
+            click.echo("kvmexit: attached %s (%s)" % (tracer.attached.kind, tracer.attached.prog), err=True)
+        for n in tracer.notes:
+            _note(n)
+        if source == "kvm_exit" and tracer.kbtf.flavour == "pvm":
+            _note("this host's KVM (kvm_pvm) never emits kvm:kvm_exit, so no exit will be counted; "
+                  "'kvmexit selftest' checks the counting path with kvm:kvm_pio instead")
+        click.echo(output.banner(context, duration))
+        try:
+            time.sleep(duration if duration is not None else 99999999)
+        except KeyboardInterrupt:
+            click.echo()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the readout
+        tracer.detach()  # a final snapshot that no longer moves
+        snap = tracer.read()
+    finally:
+        tracer.close()
+    rows = report.rows(snap.totals, view)
+    click.echo(output.table(view, rows, tids_prefix or "TID      "))
+    if snap.drops:
+        click.echo(output.drops_footer(snap.drops, max_entries))
+    if not rows and source == "kvm_exit" and tracer.kbtf.flavour != "pvm":
+        vms = kernel.vm_processes()
+        if vms:
+            _note("kvm:kvm_exit never fired although %d process(es) hold KVM vCPUs (pid %s): "
+                  "this host's KVM may not emit it; run 'kvmexit selftest'"
+                  % (len(vms), ", ".join(map(str, sorted(vms)))))
+
+
+COMMANDS = {"trace": trace}
+
+
+def main(argv=None):
+    """Entry point: `kvmexit [options] [duration]` or `kvmexit selftest`."""
+    from .guestcmd import guest
+    from .selftest import selftest
+    COMMANDS.update(selftest=selftest, guest=guest)
+    args = sys.argv[1:] if argv is None else list(argv)
+    cmd, prog = trace, "kvmexit"
+    if args and args[0] in COMMANDS:
+        cmd, prog = COMMANDS[args[0]], "kvmexit " + args[0]
+        args = args[1:]
+    try:
+        cmd.main(args, prog_name=prog, standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.UsageError as e:
+        click.echo("%s: error: %s (see '%s -h')" % (prog, e.format_message(), prog), err=True)
+        sys.exit(2)
+    except click.ClickException as e:
+        click.echo("%s: %s" % (prog, e.format_message()), err=True)
+        sys.exit(1)
+    except KvmexitError as e:
+        click.echo("%s: %s" % (prog, e), err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
