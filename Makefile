@@ -39,7 +39,12 @@ run: setup build
 	@echo "== kvmexit selftest"
 	@$(KVMEXIT) selftest
 
-test: setup build
+TEST_OBJS := build/fakemem.bpf.o
+build/fakemem.bpf.o: tests/bpf/fakemem.bpf.c bpf/kvm_min.h
+	@mkdir -p build
+	$(CLANG) -target bpfel -g -O2 -mcpu=v3 -Wall -c $< -o $@
+
+test: setup build $(TEST_OBJS)
 	$(VENV)/bin/python -m pytest
 
 clean:
