@@ -184,7 +184,10 @@ def main(argv=None):
     except click.exceptions.Abort:
         sys.exit(130)
     except click.UsageError as e:
-        click.echo("%s: error: %s (see '%s -h')" % (prog, e.format_message(), prog), err=True)
+        msg = e.format_message()
+        if isinstance(e, click.NoSuchOption) and e.option_name[1:].isdigit():
+            msg = "negative duration %s: give the seconds to trace as a positive number" % e.option_name
+        click.echo("%s: error: %s (see '%s -h')" % (prog, msg, prog), err=True)
         sys.exit(2)
     except click.ClickException as e:
         click.echo("%s: %s" % (prog, e.format_message()), err=True)

@@ -1,0 +1,102 @@
+# SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+"""Every bad input: one line naming the problem and the fix, exit 2 for
+usage and 1 for runtime errors, never a traceback, nothing left attached."""
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import KVMEXIT, bpf_ids, run_kvmexit
+from kvmexit import _libbpf, cli, kernel
+
+MISSING = 4194304 + 17  # above pid_max's maximum: never a live process
+
+
+def _one_line_error(r, code, *needles):
+    assert r.returncode == code, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1, r.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+    assert r.stdout == ""
+    return lines[0]
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["-v", "0"], ["-v and -a need -p PID"]),
+    (["-a"], ["-v and -a need -p PID"]),
+    (["-p", "1", "-v", "0", "-a"], ["exclude each other"]),
+    (["-t", "1", "-T", "1,2"], ["-t and -T exclude each other"]),
+    (["-p", "1", "-t", "1", "-a"], ["-t/-T exclude -v and -a"]),
+    (["-T", "1, 2"], ["' 2' is not a thread id"]),
+    (["-T", "a,b"], ["'a' is not a thread id"]),
+    (["-T", ""], ["'' is not a thread id"]),
+    (["-p", "abc"], ["'abc' is not a process id"]),
+    (["-p", "0"], ["'0' is not a process id"]),
+    (["-p", str(MISSING)], ["no process with id %d" % MISSING]),
+    (["-t", str(MISSING)], ["no thread with id %d" % MISSING]),
+    (["-v", "-1", "-p", "1"], ["-v"]),
+    (["abc"], ["'abc' is not a valid integer"]),
+    (["-1"], ["negative duration -1: give the seconds to trace as a positive number"]),
+    (["5", "-3"], ["negative duration -3"]),
+    (["--mode", "fast"], ["'fast' is not one of"]),
+    (["--max-entries", "0"], ["--max-entries"]),
+])
+def test_usage_errors(args, needles):
+    line = _one_line_error(run_kvmexit(*args), 2, *needles)
+    assert line.startswith("kvmexit: error: ") and line.endswith("(see 'kvmexit -h')")
+
+
+def test_vcpu_of_a_process_that_is_no_vm():
+    with subprocess.Popen(["sleep", "30"]) as p:
+        try:
+            r = run_kvmexit("-p", p.pid, "-v", "0")
+        finally:
+            p.kill()
+    _one_line_error(r, 2, "PID %d has no vCPU 0 (it holds no KVM vCPU)" % p.pid)
+
+
+def test_not_root():
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root to drop to nobody")
+    before = bpf_ids("prog")
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"] + KVMEXIT + ["1"],
+                       capture_output=True, text=True, timeout=30)
+    _one_line_error(r, 1, "kvmexit needs root (or CAP_BPF and CAP_PERFMON): run it with sudo")
+    assert bpf_ids("prog") == before
+
+
+def test_libbpf_missing(monkeypatch, capsys):
+    monkeypatch.setattr(_libbpf, "_lib", None)
+    monkeypatch.setattr(_libbpf, "SONAMES", ("libbpf-absent.so.9",))
+    monkeypatch.setattr(cli, "_caps_ok", lambda: True)
+    with pytest.raises(SystemExit) as e:
+        cli.main(["1"])
+    assert e.value.code == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("kvmexit: libbpf not found (")
+    assert err[0].endswith("install it: apt-get install libbpf1")
+
+
+def test_kvm_not_loaded(monkeypatch, tmp_path, capsys):
+    (tmp_path / "events" / "sched").mkdir(parents=True)
+    monkeypatch.setattr(kernel, "TRACEFS_DIRS", (str(tmp_path),))
+    monkeypatch.setattr(cli, "_caps_ok", lambda: True)
+    with pytest.raises(SystemExit) as e:
+        cli.main(["1"])
+    assert e.value.code == 1
+    assert capsys.readouterr().err == ("kvmexit: tracepoint kvm:kvm_exit not found: the kvm module is not "
+                                       "loaded (modprobe kvm_intel or kvm_amd)\n")
+
+
+def test_help_and_version():
+    r = run_kvmexit("-h")
+    assert r.returncode == 0 and r.stdout.startswith("Usage: kvmexit [OPTIONS] [DURATION]")
+    for opt in ("-p, --pid PID", "-t, --tid TID", "-T, --tids TIDS", "-v, --vcpu VCPU", "-a, --alltids",
+                "--mode", "--max-entries", "--verbose", "--version", "EXAMPLES:"):
+        assert opt in r.stdout
+    r = run_kvmexit("--version")
+    assert (r.returncode, r.stdout) == (0, "kvmexit, version %s\n" % __import__("kvmexit").__version__)

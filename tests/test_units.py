@@ -1,0 +1,120 @@
+# SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+"""Pure functions: per-CPU combination, mode planning, guest programs."""
+import ctypes as ct
+import struct
+
+import pytest
+
+from kvmexit import guest, maps
+from kvmexit.abi import kvmexit_cache, kvmexit_key
+from kvmexit.bpf import CORE_OBJECT, LEGACY_OBJECT
+from kvmexit.errors import KvmexitError
+from kvmexit.kernel import KernelBtf, parse_format
+from kvmexit.tracer import Attempt, plan
+
+
+def _key(tgid, tid, reason, vcpu=0, isa=1, flags=0):
+    return bytes(kvmexit_key(tgid, tid, reason, vcpu, isa, flags))
+
+
+def _cache(owner=None, slots=(), drops=0):
+    c = kvmexit_cache()
+    if owner:
+        c.pid_tgid = owner[0] << 32 | owner[1]
+        c.key = kvmexit_key(owner[0], owner[1], 0, owner[2], owner[3], 0)
+    for i, (reason, count) in enumerate(slots):
+        c.slots[i].reason, c.slots[i].count = reason, count
+    c.nslots, c.drops = len(slots), drops
+    return bytes(c)
+
+
+def test_combine_takes_cached_slot_over_stale_hash_value():
+    ncpu = 3
+    keys = _key(10, 11, 12) + _key(10, 11, 30) + _key(10, 12, 12, vcpu=1)
+    values = struct.pack("<9Q", 5, 1, 0,   7, 0, 0,   0, 0, 4)
+    # CPU 0's cache: tid 11 owns it, HLT (12) is now 8 there (hash still says 5)
+    cache = _cache((10, 11, 0, 1), [(12, 8)], drops=2) + _cache() + _cache((10, 12, 1, 1), [(12, 6)], drops=1)
+    totals, drops = maps.combine(keys, values, ncpu, cache)
+    assert totals == {(10, 11, 12, 0, 1, 0): 9, (10, 11, 30, 0, 1, 0): 7, (10, 12, 12, 1, 1, 0): 6}
+    assert drops == 3
+
+
+def test_combine_ignores_cache_of_other_owner_and_zero_rows():
+    keys = _key(1, 2, 12) + _key(1, 3, 12)
+    values = struct.pack("<4Q", 4, 0, 0, 0)
+    cache = _cache((1, 9, 0, 1), [(12, 100)]) + _cache()
+    assert maps.combine(keys, values, 2, cache) == ({(1, 2, 12, 0, 1, 0): 4}, 0)
+
+
+NEW_VMX = KernelBtf(available=True, proto="new", vendors={"vmx"})
+NEW_NONE = KernelBtf(available=True, proto="new", flavour="pvm")
+OLD = KernelBtf(available=True, proto="old", vendors={"svm"})
+NOBTF = KernelBtf(available=False, error="no")
+
+
+def _kinds(attempts):
+    return [(a.obj == LEGACY_OBJECT and "legacy " or "") + a.kind for a in attempts]
+
+
+@pytest.mark.parametrize("kbtf,mode,want", [
+    (NEW_VMX, "auto", ["tp_btf", "raw_tp", "tracepoint"]),
+    (OLD, "auto", ["tp_btf", "raw_tp", "tracepoint"]),
+    (NEW_NONE, "auto", ["tracepoint"]),
+    (NEW_NONE, "tp_btf", ["tp_btf"]),
+    (NEW_VMX, "raw_tp", ["raw_tp"]),
+    (NOBTF, "auto", ["legacy raw_tp", "legacy tracepoint"]),
+    (NOBTF, "tracepoint", ["legacy tracepoint"]),
+])
+def test_plan_order(kbtf, mode, want):
+    attempts, _ = plan("kvm_exit", mode, kbtf)
+    assert _kinds(attempts) == want
+
+
+def test_plan_programs_follow_the_prototype():
+    assert plan("kvm_exit", "auto", OLD)[0][0] == Attempt(CORE_OBJECT, "handle_kvm_exit_btf_old", "tp_btf")
+    assert plan("kvm_exit", "auto", NEW_VMX)[0][1] == Attempt(CORE_OBJECT, "handle_kvm_exit_raw", "raw_tp")
+    assert plan("kvm_exit", "auto", NOBTF)[0][0].prog == "handle_kvm_exit_raw_old"
+    assert plan("kvm_pio", "auto", NEW_NONE)[0][0].prog == "handle_kvm_pio_btf"
+
+
+def test_plan_notes_and_refusals():
+    assert "UNREADABLE" in plan("kvm_exit", "tp_btf", NEW_NONE)[1][0]
+    with pytest.raises(KvmexitError, match="tp_btf mode needs kernel BTF"):
+        plan("kvm_exit", "tp_btf", NOBTF)
+    with pytest.raises(KvmexitError, match="-v needs vCPU ids"):
+        plan("kvm_exit", "auto", NOBTF, need_vcpu=True, tp_vcpu=False)
+    # a record without vcpu_id drops the tracepoint, never the BTF modes
+    assert _kinds(plan("kvm_exit", "auto", NEW_VMX, need_vcpu=True, tp_vcpu=False)[0]) == ["tp_btf", "raw_tp"]
+    assert _kinds(plan("kvm_exit", "auto", NEW_VMX, tp_ok=False)[0]) == ["tp_btf", "raw_tp"]
+
+
+def test_parse_format():
+    text = ("name: kvm_exit\nformat:\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n"
+            "\tfield:unsigned int exit_reason;\toffset:8;\tsize:4;\tsigned:0;\n"
+            "\tfield:char name[16];\toffset:12;\tsize:16;\tsigned:0;\n\nprint fmt: \"x %d\", REC->x\n")
+    fields, fmt = parse_format(text)
+    assert fields == {"common_type": (0, 2), "exit_reason": (8, 4), "name": (12, 16)}
+    assert fmt == '"x %d", REC->x'
+
+
+def test_guest_program_parsing_and_expectations():
+    steps = guest.parse_program("out:0x80:1000,cpuid:23,wrmsr:4,hlt,sync")
+    assert steps == [guest.Step("out", 1000, 0x80), guest.Step("cpuid", 23), guest.Step("wrmsr", 4),
+                     guest.Step("hlt", 1), guest.Step("sync", 1)]
+    assert guest.expected_exits(steps) == {("out", 0x80): 1000, ("cpuid", 0): 23, ("wrmsr", 0): 4,
+                                           ("rdmsr", 0): 1, ("hlt", 0): 1, ("out", guest.SYNC_PORT): 1,
+                                           ("out", guest.DONE_PORT): 1}
+    for bad in ("out:0x80", "jmp:3", "cpuid:x", "out:0x10000:1"):
+        with pytest.raises(ValueError, match="bad guest step"):
+            guest.parse_program(bad)
+
+
+def test_guest_assembly():
+    code = guest.assemble([guest.Step("out", 70000, 0x80)], 3)
+    # mov dx, 0x80; mov ax, 3; then two loops (65535 + 4465) of out dx, ax
+    assert code[:6] == b"\xBA\x80\x00\xB8\x03\x00"
+    assert code[6:9] == b"\xBE\xFF\xFF" and code[9:12] == b"\xEF\x4E\x75"
+    assert struct.unpack("<b", code[12:13])[0] == -4  # back to the out at 9
+    assert code[13:16] == b"\xBE" + struct.pack("<H", 4465)
+    with pytest.raises(ValueError):
+        guest.assemble([guest.Step("out", 1, p) for p in range(1000)], 0)
