@@ -1,7 +1,9 @@
 # SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -57,7 +59,18 @@ def run_kvmexit(*args, timeout=60, **kw):
                           timeout=timeout, **kw)
 
 
-def bpf_ids(what):
-    """ids of the kernel's BPF programs or links (bpftool)."""
-    out = subprocess.run(["bpftool", what, "show"], capture_output=True, text=True, check=True).stdout
-    return {line.split(":")[0] for line in out.splitlines() if line[:1].isdigit()}
+def kvmexit_progs():
+    """ids of kvmexit's programs loaded in the kernel (a link holds its
+    program, so none left means nothing left attached).  bpftool's own
+    pid-iterator program comes and goes, hence the name filter."""
+    out = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True, check=True).stdout
+    return {p["id"] for p in json.loads(out or "[]") if p.get("name", "").startswith("handle_kvm")}
+
+
+def assert_nothing_left(before, timeout=3.0):
+    """No kvmexit program beyond those loaded before: the kernel frees a
+    closed program after an RCU grace period, so allow it a moment."""
+    deadline = time.monotonic() + timeout
+    while kvmexit_progs() - before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert kvmexit_progs() - before == set()

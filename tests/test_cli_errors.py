@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import KVMEXIT, bpf_ids, run_kvmexit
+from conftest import KVMEXIT, assert_nothing_left, kvmexit_progs, run_kvmexit
 from kvmexit import _libbpf, cli, kernel
 
 MISSING = 4194304 + 17  # above pid_max's maximum: never a live process
@@ -62,11 +62,11 @@ def test_vcpu_of_a_process_that_is_no_vm():
 def test_not_root():
     if os.geteuid() != 0 or not shutil.which("setpriv"):
         pytest.skip("needs root to drop to nobody")
-    before = bpf_ids("prog")
+    before = kvmexit_progs()
     r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"] + KVMEXIT + ["1"],
                        capture_output=True, text=True, timeout=30)
     _one_line_error(r, 1, "kvmexit needs root (or CAP_BPF and CAP_PERFMON): run it with sudo")
-    assert bpf_ids("prog") == before
+    assert_nothing_left(before)
 
 
 def test_libbpf_missing(monkeypatch, capsys):

@@ -3,9 +3,11 @@
 workload for kvmexit (make run, tests, demos).
 
 Prints one JSON line {"pid", "tids", "vcpus"} once the vCPU threads exist,
-and {"done": true, "rounds": [...]} when they have finished.
+{"sync": n} once every vCPU waits at its n-th sync step (with --wait; one
+input line releases them), and {"done": true, "rounds": [...]} at the end.
 """
 import json
+import os
 import sys
 import threading
 import time
@@ -14,7 +16,7 @@ import click
 
 from .errors import KvmexitError
 from .guest import Guest, parse_program
-from .selftest import workload
+from .selftest import migrate_every, workload
 
 
 class Program(click.ParamType):
@@ -36,25 +38,46 @@ class Program(click.ParamType):
               help="run the programs again and again for this long (default: once)")
 @click.option("--wait", is_flag=True,
               help="at each 'sync' step, wait for a line on standard input")
+@click.option("--migrate", type=click.IntRange(min=1), default=None,
+              help="move each vCPU thread to the next CPU every N userspace exits")
 @click.option("-name", "--name", "vm_name", default=None, help="a VM name (as QEMU's -name guest=NAME)")
-def guest(vcpus, programs, seconds, wait, vm_name):
+def guest(vcpus, programs, seconds, wait, migrate, vm_name):
     """Run the built-in KVM guest (needs /dev/kvm)."""
     programs = list(programs) or workload(vcpus)
     deadline = None if seconds is None else time.monotonic() + seconds
     repeat = None if deadline is None else (lambda vcpu, rounds: time.monotonic() < deadline)
-    lock = threading.Lock()
-    released = {}
+    ncpu = len(os.sched_getaffinity(0))
+    affinity = migrate_every(migrate, ncpu) if migrate else None
+    cond = threading.Condition()
+    arrived, released = {}, [0]
+    announced = threading.Event()  # the {"pid"...} line comes first
 
     def sync(vcpu, n):
-        # every vCPU's n-th sync waits for the n-th input line
-        with lock:
-            if n not in released:
-                released[n] = sys.stdin.readline() != ""
-    g = Guest(programs, sync=sync if wait else None, repeat=repeat)
+        # the n-th sync of every vCPU: announce when all are there, wait for input line n
+        announced.wait()
+        with cond:
+            arrived[n] = arrived.get(n, 0) + 1
+            if arrived[n] == len(programs):
+                click.echo(json.dumps({"sync": n}))
+                sys.stdout.flush()
+            cond.wait_for(lambda: released[0] > n)
+
+    def read_stdin():
+        for _ in sys.stdin:
+            with cond:
+                released[0] += 1
+                cond.notify_all()
+        with cond:  # end of input releases everything
+            released[0] = 1 << 30
+            cond.notify_all()
+    if wait:
+        threading.Thread(target=read_stdin, daemon=True).start()
+    g = Guest(programs, sync=sync if wait else None, repeat=repeat, affinity=affinity)
     try:
         g.start()
         click.echo(json.dumps({"pid": g.pid, "tids": g.tids, "vcpus": len(programs)}))
         sys.stdout.flush()
+        announced.set()
         g.join(timeout=max(60, (seconds or 0) + 60))
     finally:
         g.close()

@@ -1,0 +1,246 @@
+# SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+"""End to end with real vCPU threads: the built-in guest (its own process)
+drives kvm:kvm_pio from its vCPU threads, the real CLI counts them through
+the calibration hook (--calibrate: the same counting code as kvm_exit), and
+every table must be exact, equal to an independent ftrace count."""
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import KVMEXIT, assert_nothing_left, kvmexit_progs
+from kvmexit import kernel
+from kvmexit.guest import DONE_PORT
+
+pytestmark = [pytest.mark.bpf, pytest.mark.kvm]
+
+
+def programs(nvcpus):
+    """vCPU i: distinct counts on shared and own ports, then a final burst;
+    starts with a sync so tracers attach while the guest is parked."""
+    return ["sync,out:0x80:%d,cpuid:5,out:0x%x:%d,hlt:3,wrmsr:2,out:0x70:%d"
+            % (2000 + 311 * i, 0x90 + i, 200 + 17 * i, 50 + i) for i in range(nvcpus)]
+
+
+def expected(progs, tids):
+    """{(tid, vcpu, port): count} after the first sync (pure, from the programs)."""
+    exp = {}
+    for vcpu, (tid, prog) in enumerate(zip(tids, progs)):
+        for item in prog.split(",")[1:]:
+            if item.startswith("out:"):
+                _, port, n = item.split(":")
+                k = (tid, vcpu, int(port, 0))
+                exp[k] = exp.get(k, 0) + int(n)
+        exp[(tid, vcpu, DONE_PORT)] = 1
+    return exp
+
+
+class GuestProc:
+    """`kvmexit guest --wait`, parked at its first sync step."""
+
+    def __init__(self, progs, migrate=7, extra=()):
+        args = KVMEXIT + ["guest", "--wait"] + (["--migrate", str(migrate)] if migrate else [])
+        for p in progs:
+            args += ["--program", p]
+        self.p = subprocess.Popen(list(args) + list(extra), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  text=True)
+        info = json.loads(self.p.stdout.readline())
+        self.pid, self.tids = info["pid"], info["tids"]
+        assert json.loads(self.p.stdout.readline()) == {"sync": 0}
+
+    def release(self):
+        self.p.stdin.write("\n")
+        self.p.stdin.flush()
+
+    def finish(self):
+        self.release()
+        done = json.loads(self.p.stdout.readline())
+        self.p.stdin.close()
+        assert self.p.wait(30) == 0
+        assert done["done"]
+        self.p.stdout.close()
+
+
+class Tracer:
+    """The real CLI in the background; started means attached (banner printed)."""
+
+    def __init__(self, *args):
+        self.p = subprocess.Popen(KVMEXIT + ["--calibrate"] + [str(a) for a in args],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.banner = self.p.stdout.readline().rstrip("\n")
+        assert self.banner.startswith("Display kvm exit reasons"), self.p.stderr.read()
+
+    def stop(self, signum=signal.SIGINT):
+        if signum:
+            self.p.send_signal(signum)
+        out, err = self.p.communicate(timeout=60)
+        assert self.p.returncode == 0, err
+        assert "Traceback" not in err
+        return out
+
+
+class Ftrace:
+    """An independent count: kvm_pio records in a private tracefs instance."""
+
+    def __init__(self):
+        self.dir = Path(kernel.tracefs()) / "instances" / ("kvmexit-test-%d" % os.getpid())
+        self.dir.mkdir()
+        (self.dir / "buffer_size_kb").write_text("16384")
+        (self.dir / "events/kvm/kvm_pio/enable").write_text("1")
+
+    def counts(self, pid_tids):
+        (self.dir / "tracing_on").write_text("0")
+        got = {}
+        for line in (self.dir / "trace").read_text().splitlines():
+            m = re.match(r".*-(\d+)\s+\[\d+\].*kvm_pio: pio_\w+ at 0x([0-9a-f]+) size \d+ count \d+ val 0x([0-9a-f]+)",
+                         line)
+            if m and int(m.group(1)) in pid_tids:
+                k = (int(m.group(1)), int(m.group(3), 16), int(m.group(2), 16))
+                got[k] = got.get(k, 0) + 1
+        return got
+
+    def close(self):
+        (self.dir / "events/kvm/kvm_pio/enable").write_text("0")
+        self.dir.rmdir()
+
+
+def _sorted_rows(items):
+    """bcc order: count descending, ties to the higher reason code (port)."""
+    return sorted(items, key=lambda kv: (-kv[1], -kv[0][-1]) + tuple(kv[0][:-1]))
+
+
+def port(p):
+    return "PORT_0x%04x" % p
+
+
+def run_views(nvcpus):
+    progs = programs(nvcpus)
+    g = GuestProc(progs)
+    exp = expected(progs, g.tids)
+    pid, tids = g.pid, g.tids
+    ft = Ftrace()
+    try:
+        tracers = {
+            "all": Tracer(),
+            "pid": Tracer("-p", pid),
+            "alltids": Tracer("-p", pid, "-a"),
+            "vcpu": Tracer("-p", pid, "-v", nvcpus - 1),
+            "tid": Tracer("-t", tids[0]),
+            "tids": Tracer("-T", "%d,%d" % (tids[-1], tids[0])),
+            "duration": Tracer("-p", pid, 3),
+        }
+        g.finish()
+        outs = {name: t.stop(None if name == "duration" else signal.SIGINT) for name, t in tracers.items()}
+        independent = ft.counts(set(tids))
+    finally:
+        ft.close()
+    return progs, pid, tids, exp, tracers, outs, independent
+
+
+HEADER = "KVM_EXIT_REASON                     COUNT"
+
+
+def _table(header, rows):
+    return "\n".join([header] + rows) + "\n"
+
+
+def table_all(exp, pid):
+    return _table("PID      TID      " + HEADER, [
+        "%-8u %-8u %-35s %-8u" % (pid, k[0], port(k[1]), n)
+        for k, n in _sorted_rows({(t, p): n for (t, v, p), n in exp.items()}.items())])
+
+
+def table_reasons(exp, keep=lambda tid, vcpu: True):
+    per_port = {}
+    for (tid, vcpu, p), n in exp.items():
+        if keep(tid, vcpu):
+            per_port[(p,)] = per_port.get((p,), 0) + n
+    return _table(HEADER, ["%-35s %-8u" % (port(k[0]), n) for k, n in _sorted_rows(per_port.items())])
+
+
+def table_threads(exp, prefix, tids=None):
+    return _table(prefix + HEADER, [
+        "%-8u %-35s %-8u" % (k[0], port(k[1]), n) for k, n in _sorted_rows(
+            {(t, p): n for (t, v, p), n in exp.items() if tids is None or t in tids}.items())])
+
+
+@pytest.mark.parametrize("nvcpus", [2, 4])
+def test_every_view_exact(nvcpus):
+    before = kvmexit_progs()
+    progs, pid, tids, exp, tracers, outs, independent = run_views(nvcpus)
+    assert independent == exp            # ftrace agrees with the programs
+    assert len(exp) == 4 * nvcpus and sum(exp.values()) > 2000 * nvcpus
+    ctrl_c = "... Hit Ctrl-C to end."
+    v = nvcpus - 1
+    want = {
+        "all": ("all threads" + ctrl_c, "\n" + table_all(exp, pid)),
+        "pid": ("PID %d%s" % (pid, ctrl_c), "\n" + table_reasons(exp)),
+        "alltids": ("PID %d and its all threads%s" % (pid, ctrl_c), "\n" + table_threads(exp, "TID      ")),
+        "vcpu": ("PID %d VCPU %d%s" % (pid, v, ctrl_c), "\n" + table_reasons(exp, lambda t, vc: vc == v)),
+        "tid": ("TID %d%s" % (tids[0], ctrl_c), "\n" + table_reasons(exp, lambda t, vc: t == tids[0])),
+        "tids": ("TIDS ['%d', '%d']%s" % (tids[-1], tids[0], ctrl_c),
+                 "\n" + table_threads(exp, "TIDS     ", {tids[0], tids[-1]})),
+        "duration": ("PID %d after sleeping 3 secs." % pid, table_reasons(exp)),
+    }
+    for name, (context, table) in want.items():
+        assert tracers[name].banner == "Display kvm exit reasons and statistics for " + context, name
+        assert outs[name] == table, name
+    assert_nothing_left(before)     # every tracer detached on exit
+
+
+def test_bcc_man_page_examples():
+    """Each EXAMPLES line of bcc's kvmexit(8), as written (ids substituted,
+    --calibrate added), prints the page's description and the exact counts."""
+    progs = programs(2)
+    g = GuestProc(progs)
+    exp = expected(progs, g.tids)
+    pid, (t0, t1) = g.pid, g.tids
+    examples = [  # (command line, the page's description)
+        ("", "for all threads... Hit Ctrl-C to end", "\n" + table_all(exp, pid)),
+        ("6", "for all threads after sleeping 6 secs", table_all(exp, pid)),
+        ("-p %d 5" % pid, "for PID %d after sleeping 5 secs" % pid, table_reasons(exp)),
+        ("-p %d 5 -a" % pid, "for PID %d and its all threads after sleeping 5 secs" % pid,
+         table_threads(exp, "TID      ")),
+        ("-p %d -v 0" % pid, "for PID %d VCPU 0... Hit Ctrl-C to end" % pid,
+         "\n" + table_reasons(exp, lambda t, v: v == 0)),
+        ("-p %d -v 0 4" % pid, "for PID %d VCPU 0 after sleeping 4 secs" % pid,
+         table_reasons(exp, lambda t, v: v == 0)),
+        ("-t %d 10" % t0, "for TID %d after sleeping 10 secs" % t0, table_reasons(exp, lambda t, v: t == t0)),
+        ("-T '%d,%d'" % (t1, t0), "for TIDS ['%d', '%d']... Hit Ctrl-C to end" % (t1, t0),
+         "\n" + table_threads(exp, "TIDS     ", {t0, t1})),
+    ]
+    import shlex
+    tracers = [Tracer(*shlex.split(cmd)) for cmd, _, _ in examples]
+    g.finish()
+    for (cmd, desc, table), t in zip(examples, tracers):
+        assert t.banner == "Display kvm exit reasons and statistics " + desc + ".", cmd
+        assert t.stop(None if "secs" in desc else signal.SIGINT) == table, cmd
+
+
+def test_tracer_started_while_guest_runs():
+    """The guest has run (exits already counted by nobody) when the tracer attaches."""
+    progs = ["out:0x80:900,sync,out:0x81:%d,out:0x80:%d" % (300 + i, 40 + i) for i in range(2)]
+    g = GuestProc(progs)
+    t = Tracer("-p", g.pid, "-a")
+    g.finish()
+    out = t.stop()
+    rows = {(g.tids[i], 0x81): 300 + i for i in range(2)}
+    rows.update({(g.tids[i], 0x80): 40 + i for i in range(2)})
+    rows.update({(g.tids[i], DONE_PORT): 1 for i in range(2)})
+    assert out == "\n" + table_threads({(t, 0, p): n for (t, p), n in rows.items()}, "TID      ")
+
+
+def test_sigterm_prints_counts_and_detaches():
+    before = kvmexit_progs()
+    g = GuestProc(["sync,out:0x80:23"], migrate=None)
+    t = Tracer("-t", g.tids[0])
+    g.finish()
+    assert t.stop(signal.SIGTERM) == "\n" + "\n".join([
+        "KVM_EXIT_REASON                     COUNT", "%-35s %-8u" % (port(0x80), 23),
+        "%-35s %-8u" % (port(DONE_PORT), 1)]) + "\n"
+    assert_nothing_left(before)
