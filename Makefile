@@ -36,6 +36,10 @@ $(VENV)/.installed: pyproject.toml
 run: setup build
 	@echo "== kvmexit 5 (all threads, 5 s) while the built-in guest runs alongside"
 	@$(KVMEXIT) guest --seconds 7 >/dev/null & sleep 0.5; $(KVMEXIT) 5; wait
+	@echo "== kvmexit --calibrate -p PID -a 3: the same counting code fed by kvm:kvm_pio (port = reason)"
+	@$(KVMEXIT) guest --seconds 2 > .run-guest.json & sleep 0.5; \
+		$(KVMEXIT) --calibrate -p $$(head -c 200 .run-guest.json | sed -n 's/.*"pid": \([0-9]*\).*/\1/p') -a 3; \
+		wait; rm -f .run-guest.json
 	@echo "== kvmexit selftest"
 	@$(KVMEXIT) selftest
 
