@@ -12,7 +12,7 @@ APT_PACKAGES := clang llvm libbpf-dev libbpf1 bpftool python3-venv python3-pip
 OBJS := src/kvmexit/bpf/kvm_exit.bpf.o src/kvmexit/bpf/kvm_exit_legacy.bpf.o
 KVMEXIT := $(VENV)/bin/kvmexit
 
-.PHONY: all build setup run test clean
+.PHONY: all build setup run test bench clean
 all: build
 
 build: $(OBJS)
@@ -44,12 +44,18 @@ run: setup build
 	@$(KVMEXIT) selftest
 
 TEST_OBJS := build/fakemem.bpf.o
+BENCH_OBJS := build/baselines.bpf.o
 build/fakemem.bpf.o: tests/bpf/fakemem.bpf.c bpf/kvm_min.h
+build/baselines.bpf.o: bench/baselines.bpf.c bpf/kvm_min.h
+build/%.bpf.o:
 	@mkdir -p build
-	$(CLANG) -target bpfel -g -O2 -mcpu=v3 -Wall -c $< -o $@
+	$(CLANG) -target bpfel -g -O2 -mcpu=v3 -D__TARGET_ARCH_x86 -Wall -c $< -o $@
 
 test: setup build $(TEST_OBJS)
 	$(VENV)/bin/python -m pytest
+
+bench: setup build $(BENCH_OBJS)
+	$(VENV)/bin/python bench/bench.py
 
 clean:
 	$(MAKE) -C bpf clean

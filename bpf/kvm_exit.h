@@ -12,6 +12,8 @@
 #define KVMEXIT_ISA_SVM		2
 /* synthetic isa of the calibration hook: reason = I/O port of kvm:kvm_pio */
 #define KVMEXIT_ISA_PIO		3
+/* synthetic isa of the second calibration hook: reason = MSR of kvm:kvm_msr */
+#define KVMEXIT_ISA_MSR		4
 
 #define KVMEXIT_VCPU_UNKNOWN	0xffff
 /* key flag: the vendor exit reason could not be read (vendor BTF missing) */
@@ -32,9 +34,11 @@ struct kvmexit_key {
 	__u8 flags;		/* KVMEXIT_KEY_* */
 };
 
+/* a slot's tag: reason | (u64)key flags << 32 | (u64)isa << 40; never EMPTY */
+#define KVMEXIT_SLOT_EMPTY	0xffffffffffffffffULL
+
 struct kvmexit_slot {
-	__u32 reason;
-	__u32 flags;
+	__u64 tag;
 	__u64 count;		/* cumulative count of (owner, reason) on this CPU */
 };
 

@@ -16,23 +16,13 @@ FAKEMEM = Path(__file__).resolve().parents[1] / "build" / "fakemem.bpf.o"
 FAKE_SIZE = 16384
 
 
-def test_run(prog_fd, args):
-    """Run a raw_tp program once with args as its u64 context; return retval."""
-    lib = _libbpf.load()
-    ctx = (ct.c_uint64 * len(args))(*args)
-    opts = _libbpf.bpf_test_run_opts(sz=ct.sizeof(_libbpf.bpf_test_run_opts),
-                                     ctx_in=ct.addressof(ctx), ctx_size_in=ct.sizeof(ctx))
-    lib.bpf_prog_test_run_opts(prog_fd, ct.byref(opts))
-    return opts.retval
-
-
 class FakeMem:
     """Four 16 KiB elements of kernel memory whose addresses are known."""
 
     def __init__(self):
         self.obj = BpfObject(FAKEMEM.read_bytes())
         self.obj.load()
-        test_run(self.obj.prog_fd("leak_addrs"), [0])
+        self.obj.test_run("leak_addrs", [0])
         lib = _libbpf.load()
         self.addrs = []
         for i in range(4):
@@ -64,11 +54,10 @@ class KvmExitObject:
         self.obj.set_max_entries(MAP_COUNTS, max_entries)
         self.obj.set_rodata(filt.rodata(tp_has_vcpu_id))
         self.obj.load()
-        self.fd = self.obj.prog_fd(prog)
         self.max_entries = max_entries
 
     def run(self, *args):
-        return test_run(self.fd, list(args))
+        return self.obj.test_run(self.prog, list(args))
 
     def read(self):
         ncpu = maps.possible_cpus()

@@ -215,11 +215,14 @@ def test_unreadable_reason_without_vendor_btf(fakemem, workers):
 
 
 @pytest.mark.corpus
-@pytest.mark.parametrize("kname", sorted(k for k, v in KERNELS.items() if v.proto == "new"))
+@pytest.mark.parametrize("kname", sorted(KERNELS))
 @pytest.mark.parametrize("vendor", sorted(VENDORS))
-def test_tp_btf_program_relocates_and_loads(kname, vendor, corpus, merged):
-    """tp_btf attaches by this kernel's BTF, relocates against the corpus kernel's."""
-    obj = KvmExitObject("handle_kvm_exit_btf", merged(kname, VENDORS[vendor][0]))
+@pytest.mark.parametrize("prog", ["handle_kvm_exit_btf", "handle_kvm_exit_raw", "handle_kvm_exit_raw_old"])
+def test_programs_relocate_and_load(prog, kname, vendor, corpus, merged):
+    """Every program whose prototype this kernel has relocates against every
+    corpus kernel and passes the verifier (tp_btf attaches by this kernel's
+    BTF; its CO-RE reads relocate against the corpus kernel's)."""
+    obj = KvmExitObject(prog, merged(kname, VENDORS[vendor][0]))
     obj.close()
 
 

@@ -244,3 +244,24 @@ def test_sigterm_prints_counts_and_detaches():
         "KVM_EXIT_REASON                     COUNT", "%-35s %-8u" % (port(0x80), 23),
         "%-35s %-8u" % (port(DONE_PORT), 1)]) + "\n"
     assert_nothing_left(before)
+
+
+def test_says_when_kvm_exit_stays_silent(monkeypatch, capsys):
+    """A KVM that is not known never to emit kvm_exit, VMs present, no exit seen: say so."""
+    from kvmexit import cli
+    real = kernel.probe_btf
+
+    def not_pvm():
+        k = real()
+        k.flavour = None
+        return k
+    monkeypatch.setattr(kernel, "probe_btf", not_pvm)
+    g = GuestProc(["sync,out:0x80:5"], migrate=None)
+    try:
+        cli.main(["-p", str(g.pid), "1"])
+    finally:
+        g.finish()
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[-1] == HEADER
+    assert ("kvmexit: note: kvm:kvm_exit never fired although 1 process(es) hold KVM vCPUs (pid %d): "
+            "this host's KVM may not emit it; run 'kvmexit selftest'" % g.pid) in captured.err.splitlines()

@@ -22,8 +22,10 @@ def _cache(owner=None, slots=(), drops=0):
     if owner:
         c.pid_tgid = owner[0] << 32 | owner[1]
         c.key = kvmexit_key(owner[0], owner[1], 0, owner[2], owner[3], 0)
+    for i in range(len(c.slots)):
+        c.slots[i].tag = 2**64 - 1
     for i, (reason, count) in enumerate(slots):
-        c.slots[i].reason, c.slots[i].count = reason, count
+        c.slots[i].tag, c.slots[i].count = reason | owner[3] << 40, count
     c.nslots, c.drops = len(slots), drops
     return bytes(c)
 

@@ -136,6 +136,7 @@ SIGNATURES = {
     "bpf_map_lookup_batch": ([c_int, c_void_p, c_void_p, c_void_p, c_void_p,
                               ct.POINTER(c_u32), ct.POINTER(bpf_map_batch_opts)], c_int, None),
     "bpf_prog_test_run_opts": ([c_int, ct.POINTER(bpf_test_run_opts)], c_int, _check_int),
+    "bpf_obj_get_info_by_fd": ([c_int, c_void_p, ct.POINTER(c_u32)], c_int, _check_int),
     "btf__load_vmlinux_btf": ([], P, _check_ptr),
     "btf__load_module_btf": ([c_char_p, P], P, _check_ptr),
     "btf__parse": ([c_char_p, c_void_p], P, _check_ptr),

@@ -9,11 +9,13 @@ import ctypes as ct
 KVMEXIT_ISA_VMX = 1
 KVMEXIT_ISA_SVM = 2
 KVMEXIT_ISA_PIO = 3
+KVMEXIT_ISA_MSR = 4
 KVMEXIT_VCPU_UNKNOWN = 0xFFFF
 KVMEXIT_KEY_NO_REASON = 0x1
 KVMEXIT_CACHE_SLOTS = 8
 KVMEXIT_MAX_TIDS = 64
 VCPU_ANY = 0xFFFFFFFF
+KVMEXIT_SLOT_EMPTY = 0xFFFFFFFFFFFFFFFF
 
 
 class kvmexit_key(ct.Structure):
@@ -28,7 +30,7 @@ class kvmexit_key(ct.Structure):
 
 
 class kvmexit_slot(ct.Structure):
-    _fields_ = [("reason", ct.c_uint32), ("flags", ct.c_uint32), ("count", ct.c_uint64)]
+    _fields_ = [("tag", ct.c_uint64), ("count", ct.c_uint64)]  # tag: reason | flags << 32 | isa << 40
 
 
 class kvmexit_cache(ct.Structure):

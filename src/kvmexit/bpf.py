@@ -6,10 +6,15 @@ use after close is a clear error.  Only this module and maps.py use _libbpf.
 """
 import ctypes as ct
 import pkgutil
+import struct
 
 from . import _libbpf
 from .abi import OBJECT_NAME, RODATA
 from .errors import KvmexitError
+
+# struct bpf_prog_info (uapi, append-only): run_time_ns @192, run_cnt @200
+_PROG_INFO_RUN_TIME = 192
+_PROG_INFO_SIZE = 208
 
 CORE_OBJECT = "kvm_exit.bpf.o"
 LEGACY_OBJECT = "kvm_exit_legacy.bpf.o"
@@ -166,3 +171,31 @@ class BpfObject:
 
     def map_fd(self, name):
         return self._lib.bpf_map__fd(self.map(name))
+
+    # -- inspection (tests, benchmarks) ------------------------------------
+    def test_run(self, prog_name, args):
+        """BPF_PROG_TEST_RUN a raw_tp program with args as its u64 context.
+
+        Returns:
+            the program's return value.
+        """
+        ctx = (ct.c_uint64 * len(args))(*args)
+        opts = _libbpf.bpf_test_run_opts(sz=ct.sizeof(_libbpf.bpf_test_run_opts),
+                                         ctx_in=ct.addressof(ctx), ctx_size_in=ct.sizeof(ctx))
+        self._lib.bpf_prog_test_run_opts(self.prog_fd(prog_name), ct.byref(opts))
+        return opts.retval
+
+    def prog_stats(self, prog_name):
+        """(run_time_ns, run_cnt) of a loaded program (kernel.bpf_stats_enabled)."""
+        info = ct.create_string_buffer(_PROG_INFO_SIZE)
+        size = ct.c_uint32(_PROG_INFO_SIZE)
+        self._lib.bpf_obj_get_info_by_fd(self.prog_fd(prog_name), info, ct.byref(size))
+        return struct.unpack_from("<QQ", info.raw, _PROG_INFO_RUN_TIME)
+
+    def memlock(self, map_name):
+        """Kernel memory charged for a map, in bytes (its fdinfo "memlock")."""
+        with open("/proc/self/fdinfo/%d" % self.map_fd(map_name)) as f:
+            for line in f:
+                if line.startswith("memlock:"):
+                    return int(line.split()[1])
+        return 0

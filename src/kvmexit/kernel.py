@@ -62,6 +62,7 @@ def event_format(category, name):
 TP_LAYOUT = {
     "kvm_exit": {"exit_reason": (8, 4), "isa": (24, 4)},
     "kvm_pio": {"port": (12, 4), "val": (24, 4)},
+    "kvm_msr": {"ecx": (12, 4)},
 }
 TP_VCPU_ID = (56, 4)
 

@@ -108,7 +108,8 @@ def combine(keys, values, ncpu, cache):
             continue
         k = c.key
         for s in c.slots[:min(c.nslots, len(c.slots))]:
-            cached.setdefault((k.tgid, k.tid, s.reason, k.vcpu, k.isa, s.flags), []).append((cpu, s.count))
+            ident = (k.tgid, k.tid, s.tag & 0xFFFFFFFF, k.vcpu, k.isa, (s.tag >> 32) & 0xFF)
+            cached.setdefault(ident, []).append((cpu, s.count))
     totals = {}
     kv = memoryview(keys)
     unpack = kvmexit_key.from_buffer_copy

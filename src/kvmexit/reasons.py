@@ -7,7 +7,7 @@ as bcc's kvmexit prints them; SVM exception intercepts use the kernel's own
 names ("PF excp").  tests/test_reasons.py checks these tables against the
 running kernel's kvm_exit print fmt.
 """
-from .abi import KVMEXIT_ISA_PIO, KVMEXIT_ISA_SVM, KVMEXIT_ISA_VMX, KVMEXIT_KEY_NO_REASON
+from .abi import KVMEXIT_ISA_MSR, KVMEXIT_ISA_PIO, KVMEXIT_ISA_SVM, KVMEXIT_ISA_VMX, KVMEXIT_KEY_NO_REASON
 
 # Source: arch/x86/include/uapi/asm/vmx.h, VMX_EXIT_REASONS (Linux 6.18),
 # plus 6 OTHER_SMI (Intel SDM vol. 3C, appendix C) and 76 SEAMCALL (uapi, Oct 2025).
@@ -89,7 +89,7 @@ for _n in range(16):
     # CR0..CR15 write traps; the kernel's trace table names 0, 4 and 8
     SVM_REASONS[0x90 + _n] = ("CR%d_WRITE_TRAP" % _n, "write_cr%d_trap" % _n if _n in (0, 4, 8) else None)
 
-ISA_NAMES = {KVMEXIT_ISA_VMX: "vmx", KVMEXIT_ISA_SVM: "svm", KVMEXIT_ISA_PIO: "pio"}
+ISA_NAMES = {KVMEXIT_ISA_VMX: "vmx", KVMEXIT_ISA_SVM: "svm", KVMEXIT_ISA_PIO: "pio", KVMEXIT_ISA_MSR: "msr"}
 
 
 def vmx_name(reason):
@@ -119,7 +119,8 @@ def decode(isa, reason, flags=0):
     """The display name of one exit reason.
 
     Args:
-        isa: KVMEXIT_ISA_VMX, _SVM, or _PIO (calibration: reason is a port).
+        isa: KVMEXIT_ISA_VMX, _SVM, or the calibration hooks' _PIO (reason is
+            a port) and _MSR (reason is an MSR index).
         reason: the full 32-bit reason (VMX flag bits included).
         flags: kvmexit_key.flags.
     """
@@ -131,4 +132,6 @@ def decode(isa, reason, flags=0):
         return svm_name(reason)
     if isa == KVMEXIT_ISA_PIO:
         return "PORT_0x%04x" % reason
+    if isa == KVMEXIT_ISA_MSR:
+        return "MSR_0x%x" % reason
     return "ISA%d_REASON(%d)" % (isa, reason)

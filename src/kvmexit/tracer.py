@@ -32,9 +32,13 @@ PROGRAMS = {
     ("kvm_pio", "tp_btf", None): "handle_kvm_pio_btf",
     ("kvm_pio", "raw_tp", None): "handle_kvm_pio_raw",
     ("kvm_pio", "tracepoint", None): "handle_kvm_pio_tp",
+    ("kvm_msr", "tp_btf", None): "handle_kvm_msr_btf",
+    ("kvm_msr", "raw_tp", None): "handle_kvm_msr_raw",
+    ("kvm_msr", "tracepoint", None): "handle_kvm_msr_tp",
 }
 CORE_PROGRAMS = sorted(set(PROGRAMS.values()))
-LEGACY_PROGRAMS = ["handle_kvm_exit_raw_old", "handle_kvm_exit_tp", "handle_kvm_pio_raw", "handle_kvm_pio_tp"]
+LEGACY_PROGRAMS = ["handle_kvm_exit_raw_old", "handle_kvm_exit_tp", "handle_kvm_pio_raw", "handle_kvm_pio_tp",
+                   "handle_kvm_msr_raw", "handle_kvm_msr_tp"]
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,7 @@ def plan(source, mode, kbtf, need_vcpu=False, tp_ok=True, tp_vcpu=True):
     """The attach attempts for a source, in order of preference (pure).
 
     Args:
-        source: "kvm_exit" or "kvm_pio" (calibration).
+        source: "kvm_exit", or a calibration hook: "kvm_pio", "kvm_msr".
         mode: one of MODES.
         kbtf: kernel.KernelBtf.
         need_vcpu: a vCPU filter is set, so the program must know vcpu ids.
@@ -81,10 +85,10 @@ def plan(source, mode, kbtf, need_vcpu=False, tp_ok=True, tp_vcpu=True):
     """
     notes = []
     proto = kbtf.proto if source == "kvm_exit" else None
-    tracepoint_vcpu = tp_vcpu or source == "kvm_pio"
+    tracepoint_vcpu = tp_vcpu or source != "kvm_exit"
     if kbtf.available:
         fast = []
-        if source == "kvm_pio" or kbtf.proto == "old" or kbtf.vendors or mode in ("tp_btf", "raw_tp"):
+        if source != "kvm_exit" or kbtf.proto == "old" or kbtf.vendors or mode in ("tp_btf", "raw_tp"):
             if source == "kvm_exit" and proto is None:
                 proto = "new"
             fast = [Attempt(CORE_OBJECT, PROGRAMS[(source, k, proto)], k) for k in ("tp_btf", "raw_tp")]
@@ -135,7 +139,7 @@ class Tracer:
     Args:
         filt: Filter applied in the kernel.
         mode: "auto" or a forced attach kind.
-        source: "kvm_exit", or "kvm_pio" for the calibration hook.
+        source: "kvm_exit", or a calibration hook ("kvm_pio", "kvm_msr").
         max_entries: capacity of the counts map in (thread, reason) pairs.
         log: callable(level, text) receiving libbpf's messages, or None.
     """

@@ -1,0 +1,353 @@
+# SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+"""make bench: what kvmexit costs, measured side by side in one run.
+
+Every figure is a median over repeated runs (min-max beside it), and every
+comparison is a ratio against a baseline measured in the same run, the
+configurations alternating (A B C A B C ...).  Needs root, BPF and /dev/kvm.
+
+  1. in-kernel cost per counted event (bpf_stats) on real kvm:kvm_pio events
+     from the built-in guest: kvmexit's counting code vs an empty program
+     (the floor) vs bcc kvmexit's design, per attach type, cache hits and misses
+  2. guest-visible time per exit (kvm:kvm_msr, in-kernel wrmsr exits)
+  3. readout time and kernel memory, by CPUs and counters
+  4. start-up to attached, and peak RSS
+  5. cost per event as the number of traced threads grows
+"""
+import argparse
+import json
+import os
+import statistics
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from kvmexit import maps
+from kvmexit.abi import KVMEXIT_CACHE_SLOTS, MAP_CACHE, MAP_COUNTS, kvmexit_cache, kvmexit_key
+from kvmexit.bpf import CORE_OBJECT, BpfObject, object_bytes
+from kvmexit.guest import Guest, Step
+from kvmexit.tracer import CORE_PROGRAMS, Filter, Tracer
+
+REPO = Path(__file__).resolve().parents[1]
+BASELINES = REPO / "build" / "baselines.bpf.o"
+BASELINE_PROGS = ["%s_%s_%s" % (d, h, k) for d in ("empty", "bcc") for h in ("pio", "msr")
+                  for k in ("tp", "raw", "btf")]
+KINDS = {"tp_btf": "btf", "raw_tp": "raw", "tracepoint": "tp"}
+PORT = 30  # < bcc's REASON_NUM, so bcc counts it too
+RESULTS = {}
+
+
+def med(xs):
+    return statistics.median(xs)
+
+
+def fmt(xs, unit="", prec=1):
+    return "%.*f%s (%.*f-%.*f)" % (prec, med(xs), unit, prec, min(xs), prec, max(xs))
+
+
+def table(title, header, rows):
+    print("\n" + title)
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    for r in [header, ["-" * w for w in widths]] + rows:
+        print("  " + "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+class Attached:
+    """One program on a calibration hook: kvmexit's (via Tracer) or a baseline."""
+
+    def __init__(self, design, hook, kind):
+        self.design, self.hook, self.kind = design, hook, kind
+        if design == "kvmexit":
+            self.tracer = Tracer(Filter(), mode=kind, source="kvm_" + hook).start()
+            self.obj, self.prog = self.tracer._obj, self.tracer.attached.prog
+        else:
+            self.tracer = None
+            self.prog = "%s_%s_%s" % (design, hook, KINDS[kind])
+            self.obj = BpfObject(BASELINES.read_bytes())
+            self.obj.autoload_only({self.prog}, BASELINE_PROGS)
+            self.obj.load()
+            self.obj.attach(self.prog, kind, "kvm_" + hook)
+
+    def stats(self):
+        return self.obj.prog_stats(self.prog)
+
+    def close(self):
+        (self.tracer or self.obj).close()
+
+
+def run_guest(programs, **kw):
+    g = Guest(programs, **kw)
+    try:
+        g.start()
+        t0 = time.perf_counter()
+        g.join()
+        return time.perf_counter() - t0
+    finally:
+        g.close()
+
+
+def pingpong_guest(n):
+    """Two vCPU threads on CPU 0 taking strict turns: every kvm_pio event
+    comes from the other thread than the one before (a cache miss)."""
+    cond, turn = threading.Condition(), [0]
+
+    def sync(vcpu, i):
+        with cond:
+            turn[0] = 1 - vcpu
+            cond.notify_all()
+            if i < n - 1:
+                cond.wait_for(lambda: turn[0] == vcpu, timeout=5)
+    pin = lambda vcpu, exits: {0} if exits == 0 else None
+    return run_guest([[Step("sync", n)], [Step("sync", n)]], sync=sync, affinity=pin)
+
+
+# -- 1 -----------------------------------------------------------------------
+def bench_in_kernel(repeats, n_hit, n_miss):
+    designs = ("empty", "kvmexit", "bcc")
+    res = {}
+    for kind in KINDS:
+        for case in ("hit", "miss"):
+            for _ in range(repeats):
+                for d in designs:
+                    a = Attached(d, "pio", kind)
+                    try:
+                        t0, c0 = a.stats()
+                        if case == "hit":
+                            run_guest([[Step("out", n_hit, PORT)]], affinity=lambda v, e: {0} if e == 0 else None)
+                        else:
+                            pingpong_guest(n_miss)
+                        t1, c1 = a.stats()
+                    finally:
+                        a.close()
+                    res.setdefault((kind, case, d), []).append((t1 - t0) / max(1, c1 - c0))
+    rows = []
+    for kind in KINDS:
+        for case in ("hit", "miss"):
+            e, k, b = (res[(kind, case, d)] for d in designs)
+            rows.append([kind, case, fmt(e, " ns"), fmt(k, " ns"), fmt(b, " ns"),
+                         "%.2fx" % (med(k) / med(e)), "%.2fx" % (med(b) / med(e)), "%.2fx" % (med(k) / med(b))])
+    table("1. In-kernel cost per counted kvm:kvm_pio event (bpf_stats run_time_ns / run_cnt), "
+          "median (min-max) of %d runs; hit: one thread, %d events; miss: two threads alternating "
+          "on CPU 0, %d events each" % (repeats, n_hit, n_miss),
+          ["attach", "case", "empty", "kvmexit", "bcc design", "kvmexit/empty", "bcc/empty", "kvmexit/bcc"], rows)
+    RESULTS["in_kernel"] = {"%s/%s/%s" % k: v for k, v in res.items()}
+
+
+# -- 2 -----------------------------------------------------------------------
+def bench_guest(repeats, n):
+    configs = [("none", None, None), ("empty", "raw_tp", None), ("empty", "tracepoint", None),
+               ("kvmexit", "tp_btf", None), ("kvmexit", "raw_tp", None), ("kvmexit", "tracepoint", None),
+               ("bcc", "raw_tp", None), ("bcc", "tracepoint", None)]
+    per = {c[:2]: [] for c in configs}
+    for _ in range(repeats):
+        for d, kind, _ in configs:
+            a = Attached(d, "msr", kind) if d != "none" else None
+            try:
+                dt = run_guest([[Step("wrmsr", n)]], affinity=lambda v, e: {0} if e == 0 else None)
+            finally:
+                if a:
+                    a.close()
+            per[(d, kind)].append(dt / (n + 1) * 1e9)
+    base = per[("none", None)]
+    added = {k: [x - b for x, b in zip(v, base)] for k, v in per.items()}
+    floor = med(added[("empty", "raw_tp")])
+    rows = []
+    for (d, kind), v in per.items():
+        a = added[(d, kind)]
+        rows.append([d, kind or "-", fmt(v, " ns"), "-" if d == "none" else fmt(a, " ns"),
+                     "-" if d == "none" else "%.2fx" % (med(a) / floor)])
+    table("2. Guest time per exit (wrmsr x %d, kvm:kvm_msr in the kernel), median (min-max) of %d runs; "
+          "added = minus 'none' of the same round" % (n, repeats),
+          ["program", "attach", "per exit", "added", "added / empty raw_tp"], rows)
+    RESULTS["guest"] = {"%s/%s" % k: v for k, v in per.items()}
+
+
+# -- 3 -----------------------------------------------------------------------
+def synthetic(nkeys, ncpu):
+    keys = b"".join(bytes(kvmexit_key(1000 + i // 8, 2000 + i // 8, i % 8, 0, 1, 0)) for i in range(nkeys))
+    values = struct.pack("<%dQ" % (nkeys * ncpu), *((i % 7) for i in range(nkeys * ncpu)))
+    caches = []
+    for cpu in range(ncpu):
+        c = kvmexit_cache()
+        c.pid_tgid, c.key = (1000 << 32) | 2000, kvmexit_key(1000, 2000, 0, 0, 1, 0)
+        c.nslots = KVMEXIT_CACHE_SLOTS
+        for s in range(KVMEXIT_CACHE_SLOTS):
+            c.slots[s].tag, c.slots[s].count = s, 100
+        caches.append(bytes(c))
+    return keys, values, b"".join(caches)
+
+
+def bench_readout(repeats):
+    ncpu = maps.possible_cpus()
+    rows = []
+    # real maps at this host's CPU count
+    for nkeys in (1024, 16384, 65536):
+        obj = BpfObject(object_bytes(CORE_OBJECT))
+        obj.autoload_only({"handle_kvm_pio_raw"}, CORE_PROGRAMS)
+        obj.set_max_entries(MAP_COUNTS, nkeys)
+        obj.load()
+        try:
+            keys, values, _ = synthetic(nkeys, ncpu)
+            fd = obj.map_fd(MAP_COUNTS)
+            import ctypes as ct
+            from kvmexit import _libbpf
+            lib = _libbpf.load()
+            for i in range(nkeys):
+                lib.bpf_map_update_elem(fd, keys[16 * i:16 * i + 16], values[8 * ncpu * i:8 * ncpu * (i + 1)], 0)
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                cache = maps.read_cache(obj.map_fd(MAP_CACHE), ncpu)
+                k, v = maps.read_counts(fd, ncpu, nkeys)
+                totals, _ = maps.combine(k, v, ncpu, cache)
+                times.append((time.perf_counter() - t0) * 1e3)
+            assert len(totals) == nkeys - sum(1 for i in range(nkeys) if not any(
+                (j % 7) for j in range(i * ncpu, (i + 1) * ncpu)))
+            rows.append([nkeys, ncpu, "real map", fmt(times, " ms", 2),
+                         "%.1f" % (med(times) * 1e6 / (nkeys * ncpu))])
+        finally:
+            obj.close()
+    # the summing code beyond this host's CPUs: synthetic buffers of the real layout
+    for ncpu_s in (1, 64, 640):
+        for nkeys in (1024, 16384):
+            keys, values, cache = synthetic(nkeys, ncpu_s)
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                maps.combine(keys, values, ncpu_s, cache)
+                times.append((time.perf_counter() - t0) * 1e3)
+            rows.append([nkeys, ncpu_s, "combine()", fmt(times, " ms", 2),
+                         "%.1f" % (med(times) * 1e6 / (nkeys * ncpu_s))])
+    table("3a. Readout: read + sum every counter (counters = (thread, reason) pairs), median (min-max) of %d"
+          % repeats, ["counters", "CPUs", "what", "time", "ns per counter x CPU"], rows)
+    RESULTS["readout"] = rows
+
+    # kernel memory, measured at this host's CPU count, formula beyond
+    obj = BpfObject(object_bytes(CORE_OBJECT))
+    obj.autoload_only({"handle_kvm_pio_raw"}, CORE_PROGRAMS)
+    obj.set_max_entries(MAP_COUNTS, 16384)
+    obj.load()
+    k_entry = obj.memlock(MAP_COUNTS) / 16384 - 8 * ncpu
+    k_cache = obj.memlock(MAP_CACHE)
+    obj.close()
+    b = BpfObject(BASELINES.read_bytes())
+    b.autoload_only({"bcc_pio_raw"}, BASELINE_PROGS)
+    b.load()
+    b_entry = b.memlock("pcpu_kvm_stat") / 1024 - 616 * ncpu
+    b.close()
+    mib = lambda x: "%.1f MiB" % (x / 2**20)
+    rows = []
+    for cpus in (2, 64, 256, 640):
+        kvm = lambda entries: entries * (8 * cpus + k_entry) + k_cache / ncpu * cpus
+        bcc = lambda value: 1024 * (value * cpus + b_entry) + (value + 8) * cpus * 2
+        rows.append([cpus, mib(kvm(16384)), mib(kvm(4096 * 4)), mib(kvm(4096 * 8)), mib(bcc(616)), mib(bcc(8224))])
+    table("3b. Kernel memory pinned (memlock measured at %d CPUs: %.0f B per counter + 8 B per CPU; formula beyond)"
+          % (ncpu, k_entry),
+          ["CPUs", "kvmexit default (16384)", "4096 threads x 4 reasons", "4096 threads x 8 reasons",
+           "bcc VMX (1024 threads)", "bcc SVM (1024 threads)"], rows)
+
+
+# -- 4 -----------------------------------------------------------------------
+def bench_startup(repeats):
+    exe = str(Path(sys.executable).parent / "kvmexit")
+    cmds = [("python -c pass (floor)", [sys.executable, "-c", "pass"], False),
+            ("kvmexit --help", [exe, "--help"], False)]
+    cmds += [("kvmexit --mode %s 0" % m, [exe, "--mode", m, "0"], True) for m in ("auto", "tp_btf", "raw_tp",
+                                                                                   "tracepoint")]
+    res = {}
+    for _ in range(repeats):
+        for name, argv, attach in cmds:
+            t0 = time.perf_counter()
+            p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            if attach:
+                p.stdout.readline()          # the banner: printed once attached
+                t_attached = time.perf_counter() - t0
+            p.stdout.read()
+            _, status, ru = os.wait4(p.pid, 0)
+            total = time.perf_counter() - t0
+            res.setdefault(name, []).append((t_attached if attach else total, ru.ru_maxrss / 1024))
+    rows = [[name, fmt([x[0] * 1e3 for x in v], " ms"), fmt([x[1] for x in v], " MiB")] for name, v in res.items()]
+    table("4. Start-up (to attached: banner printed; else to exit) and peak RSS, median (min-max) of %d" % repeats,
+          ["command", "time", "peak RSS"], rows)
+    RESULTS["startup"] = res
+
+
+# -- 5 -----------------------------------------------------------------------
+def bench_scale(events):
+    """BPF_PROG_TEST_RUN from N threads on CPU 0 in strict rotation."""
+    rows = []
+    for nthreads in (1, 16, 1024):
+        per = {}
+        for design in ("kvmexit", "bcc"):
+            if design == "kvmexit":
+                obj = BpfObject(object_bytes(CORE_OBJECT))
+                obj.autoload_only({"handle_kvm_pio_raw"}, CORE_PROGRAMS)
+                prog = "handle_kvm_pio_raw"
+            else:
+                obj = BpfObject(BASELINES.read_bytes())
+                obj.autoload_only({"bcc_pio_raw"}, BASELINE_PROGS)
+                prog = "bcc_pio_raw"
+            obj.load()
+            rounds = max(1, events // nthreads)
+            evs = [threading.Event() for _ in range(nthreads)]
+
+            def worker(i):
+                os.sched_setaffinity(0, {0})
+                for _ in range(rounds):
+                    evs[i].wait()
+                    evs[i].clear()
+                    obj.test_run(prog, [1, PORT, 2, 1, 0])
+                    evs[(i + 1) % nthreads].set()
+            threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(nthreads)]
+            for t in threads:
+                t.start()
+            t0, c0 = obj.prog_stats(prog)
+            evs[0].set()
+            for t in threads:
+                t.join()
+            t1, c1 = obj.prog_stats(prog)
+            obj.close()
+            per[design] = (t1 - t0) / (c1 - c0)
+        rows.append([nthreads, "%.0f ns" % per["kvmexit"], "%.0f ns" % per["bcc"],
+                     "%.2fx" % (per["kvmexit"] / per["bcc"])])
+    table("5. Cost per event by traced threads (BPF_PROG_TEST_RUN on raw_tp, threads take turns on CPU 0, "
+          "%d events)" % events, ["threads", "kvmexit", "bcc design", "kvmexit/bcc"], rows)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer repeats and events (a smoke run)")
+    ap.add_argument("--only", help="comma separated sections to run, e.g. 1,3")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("bench: needs root (BPF, /dev/kvm)")
+    if not BASELINES.exists():
+        sys.exit("bench: %s missing: run make bench" % BASELINES)
+    q = args.quick
+    only = set((args.only or "1,2,3,4,5").split(","))
+    stats_path = Path("/proc/sys/kernel/bpf_stats_enabled")
+    old = stats_path.read_text().strip()
+    stats_path.write_text("1")
+    try:
+        print("kvmexit benchmark on %s, %d possible CPUs, kernel %s" % (
+            os.uname().nodename, maps.possible_cpus(), os.uname().release))
+        if "1" in only:
+            bench_in_kernel(3 if q else 7, 2000 if q else 20000, 500 if q else 3000)
+        if "2" in only:
+            bench_guest(3 if q else 9, 50000 if q else 300000)
+        if "3" in only:
+            bench_readout(3 if q else 7)
+        if "4" in only:
+            bench_startup(3 if q else 9)
+        if "5" in only:
+            bench_scale(2000 if q else 20000)
+    finally:
+        stats_path.write_text(old)
+    out = REPO / "build" / "bench.json"
+    out.write_text(json.dumps({k: v for k, v in RESULTS.items()}, default=str, indent=1))
+
+
+if __name__ == "__main__":
+    main()
