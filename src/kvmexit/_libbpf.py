@@ -250,7 +250,15 @@ def strerror(err):
 
 # libbpf's log: kept until someone asks (--verbose), never printed by default.
 _log_sink = None
-_libc = ct.CDLL(ctypes.util.find_library("c"), use_errno=True)
+def _load_libc():
+    # libc.so.6 directly: find_library() runs ldconfig, ~5 ms of start-up
+    try:
+        return ct.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return ct.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
+_libc = _load_libc()
 _libc.vasprintf.argtypes = [ct.POINTER(c_char_p), c_char_p, c_void_p]
 _libc.vasprintf.restype = c_int
 _libc.free.argtypes = [c_void_p]

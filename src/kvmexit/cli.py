@@ -166,18 +166,24 @@ def trace(pid, tid, tids, vcpu, alltids, mode, max_entries, verbose, calibrate, 
                   % (len(vms), ", ".join(map(str, sorted(vms)))))
 
 
-COMMANDS = {"trace": trace}
+def _subcommand(name):
+    """Subcommands, imported only when used (start-up time)."""
+    if name == "selftest":
+        from .selftest import selftest
+        return selftest
+    if name == "guest":
+        from .guestcmd import guest
+        return guest
+    return None
 
 
 def main(argv=None):
-    """Entry point: `kvmexit [options] [duration]` or `kvmexit selftest`."""
-    from .guestcmd import guest
-    from .selftest import selftest
-    COMMANDS.update(selftest=selftest, guest=guest)
+    """Entry point: `kvmexit [options] [duration]`, `kvmexit selftest`, `kvmexit guest`."""
     args = sys.argv[1:] if argv is None else list(argv)
     cmd, prog = trace, "kvmexit"
-    if args and args[0] in COMMANDS:
-        cmd, prog = COMMANDS[args[0]], "kvmexit " + args[0]
+    sub = _subcommand(args[0]) if args else None
+    if sub is not None:
+        cmd, prog = sub, "kvmexit " + args[0]
         args = args[1:]
     try:
         cmd.main(args, prog_name=prog, standalone_mode=False)
