@@ -7,12 +7,19 @@ VENV ?= .venv
 CLANG ?= clang
 LLVM_STRIP ?= llvm-strip
 PREFIX ?= /usr/local
-APT_PACKAGES := clang llvm libbpf-dev libbpf1 bpftool python3-venv python3-pip
+SBINDIR ?= $(PREFIX)/sbin
+LIBDIR ?= $(PREFIX)/lib/kvmexit
+MANDIR ?= $(PREFIX)/share/man
+DESTDIR ?=
+# build and test tools; the .deb test also needs the Debian packaging tools
+APT_PACKAGES := clang llvm libbpf-dev libbpf1 bpftool python3-venv python3-pip \
+	debhelper dh-python pybuild-plugin-pyproject python3-hatchling python3-all python3-click \
+	dpkg-dev man-db
 
 OBJS := src/kvmexit/bpf/kvm_exit.bpf.o src/kvmexit/bpf/kvm_exit_legacy.bpf.o
 KVMEXIT := $(VENV)/bin/kvmexit
 
-.PHONY: all build setup run test bench clean
+.PHONY: all build setup run test bench dist zipapp check-repro install uninstall clean
 all: build
 
 build: $(OBJS)
@@ -56,6 +63,42 @@ test: setup build $(TEST_OBJS)
 
 bench: setup build $(BENCH_OBJS)
 	$(VENV)/bin/python bench/bench.py
+
+# sdist and py3-none-any wheel, both carrying the BPF objects
+dist: setup build
+	rm -rf dist/kvmexit-* && $(VENV)/bin/python -m build --no-isolation --outdir dist . >/dev/null
+	@ls dist/kvmexit-*
+
+# one file: the package and click, run by the host's python3 (>= 3.9)
+zipapp: dist
+	rm -rf build/zipapp && $(VENV)/bin/pip install -q --disable-pip-version-check --no-compile \
+		--target build/zipapp dist/kvmexit-*.whl
+	rm -rf build/zipapp/bin build/zipapp/share build/zipapp/*.dist-info
+	$(VENV)/bin/python -m zipapp build/zipapp -p '/usr/bin/env python3' -m 'kvmexit.cli:main' -c \
+		-o dist/kvmexit.pyz
+	@ls -l dist/kvmexit.pyz
+
+# the shipped objects are what these sources build, in any directory
+check-repro:
+	@rm -rf build/repro && mkdir -p build/repro && cp -r bpf build/repro/src
+	@$(MAKE) -s -C build/repro/src OUT=$(CURDIR)/build/repro CLANG=$(CLANG) LLVM_STRIP=$(LLVM_STRIP) >/dev/null
+	@for o in kvm_exit.bpf.o kvm_exit_legacy.bpf.o; do \
+		cmp -s build/repro/$$o src/kvmexit/bpf/$$o || { echo "check-repro: src/kvmexit/bpf/$$o differs from a rebuild of bpf/: run make" >&2; exit 1; }; \
+	done; echo "check-repro: both objects rebuild byte-identical"
+
+# no rebuild here (make install runs as root): build first with make
+install:
+	@test -f src/kvmexit/bpf/kvm_exit.bpf.o || { echo "install: run make first (BPF objects missing)" >&2; exit 1; }
+	install -d $(DESTDIR)$(LIBDIR)/kvmexit/bpf $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8
+	install -m 644 src/kvmexit/*.py $(DESTDIR)$(LIBDIR)/kvmexit/
+	install -m 644 src/kvmexit/bpf/*.bpf.o $(DESTDIR)$(LIBDIR)/kvmexit/bpf/
+	printf '#!/usr/bin/python3\nimport sys\nsys.path.insert(0, "%s")\nfrom kvmexit.cli import main\nmain()\n' \
+		'$(LIBDIR)' > $(DESTDIR)$(SBINDIR)/kvmexit
+	chmod 755 $(DESTDIR)$(SBINDIR)/kvmexit
+	install -m 644 man/kvmexit.8 $(DESTDIR)$(MANDIR)/man8/kvmexit.8
+
+uninstall:
+	rm -rf $(DESTDIR)$(LIBDIR) $(DESTDIR)$(SBINDIR)/kvmexit $(DESTDIR)$(MANDIR)/man8/kvmexit.8
 
 clean:
 	$(MAKE) -C bpf clean

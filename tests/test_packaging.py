@@ -1,0 +1,151 @@
+# SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+"""Shipping: reproducible objects, wheel and zipapp on a PATH without clang,
+make install, and the .deb (build, install, man page, selftest, purge)."""
+import os
+import shutil
+import subprocess
+import sys
+import venv
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+pytestmark = [pytest.mark.dist]
+OBJECTS = ("kvm_exit.bpf.o", "kvm_exit_legacy.bpf.o")
+SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"   # Debian's tools, not a pyenv or venv
+
+
+def make(*args, cwd=REPO, **kw):
+    return subprocess.run(["make", "-s"] + list(args), cwd=cwd, capture_output=True, text=True, timeout=300, **kw)
+
+
+def tree_copy(dest):
+    """The repository's files (tracked or not ignored) and the built objects."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
+                           capture_output=True, check=True).stdout.split(b"\0")
+    for f in filter(None, files):
+        src = REPO / f.decode()
+        if src.is_file():
+            (dest / f.decode()).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / f.decode())
+    (dest / "src/kvmexit/bpf").mkdir(parents=True, exist_ok=True)
+    for o in OBJECTS:
+        shutil.copy2(REPO / "src/kvmexit/bpf" / o, dest / "src/kvmexit/bpf" / o)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def clean_bin(tmp_path_factory):
+    """A PATH with python3 and mount only: no clang, no llvm tools."""
+    d = tmp_path_factory.mktemp("bin")
+    for tool in ("python3", "mount"):
+        os.symlink(shutil.which(tool, path=SYSTEM_PATH), d / tool)
+    assert shutil.which("clang", path=str(d)) is None and shutil.which("llvm-strip", path=str(d)) is None
+    return d
+
+
+@pytest.fixture(scope="module")
+def dist():
+    r = make("zipapp")
+    assert r.returncode == 0, r.stderr
+    wheel = next((REPO / "dist").glob("kvmexit-*-py3-none-any.whl"))
+    return wheel, REPO / "dist" / "kvmexit.pyz"
+
+
+def test_objects_rebuild_byte_identical_elsewhere():
+    r = make("check-repro")
+    assert (r.returncode, r.stdout) == (0, "check-repro: both objects rebuild byte-identical\n"), r.stderr
+
+
+def test_check_repro_catches_a_stale_object(tmp_path):
+    copy = tree_copy(tmp_path / "tree")
+    src = copy / "bpf" / "kvm_exit.bpf.c"
+    src.write_text(src.read_text().replace("c->drops++;", "c->drops += 2;"))
+    r = make("check-repro", cwd=copy)
+    assert r.returncode != 0
+    assert "check-repro: src/kvmexit/bpf/kvm_exit.bpf.o differs from a rebuild of bpf/: run make" in r.stderr
+
+
+def test_wheel_and_sdist_carry_the_tree_objects(dist):
+    wheel, _ = dist
+    with zipfile.ZipFile(wheel) as z:
+        for o in OBJECTS:
+            assert z.read("kvmexit/bpf/" + o) == (REPO / "src/kvmexit/bpf" / o).read_bytes()
+        assert "kvmexit-0.1.0.data/data/share/man/man8/kvmexit.8" in z.namelist()
+    assert wheel.name == "kvmexit-0.1.0-py3-none-any.whl"
+
+
+def _run(argv, path, **kw):
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120,
+                          env={"PATH": path, "LANG": "C.UTF-8"}, **kw)
+
+
+def _check_runs(cmd, path):
+    r = _run(cmd + ["--version"], path)
+    assert (r.returncode, r.stdout) == (0, "kvmexit, version 0.1.0\n"), r.stderr
+    r = _run(cmd + ["--help"], path)
+    assert r.returncode == 0 and r.stdout.startswith("Usage: kvmexit [OPTIONS] [DURATION]")
+    if os.geteuid() == 0 and os.path.exists("/dev/kvm"):
+        r = _run(cmd + ["selftest"], path)
+        assert r.returncode == 0 and r.stdout.splitlines()[-1].startswith("PASS: all "), r.stdout + r.stderr
+
+
+def test_wheel_in_a_fresh_venv_without_clang(dist, clean_bin, tmp_path):
+    wheel, _ = dist
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    r = subprocess.run([str(env_dir / "bin/python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                        str(wheel)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    _check_runs([str(env_dir / "bin/kvmexit")], "%s:%s" % (env_dir / "bin", clean_bin))
+
+
+def test_zipapp_with_only_python3(dist, clean_bin):
+    _, pyz = dist
+    assert pyz.stat().st_size < 1 << 20
+    _check_runs([str(pyz)], str(clean_bin))
+
+
+def test_make_install(tmp_path):
+    r = make("install", "PREFIX=/usr", "DESTDIR=%s" % tmp_path)
+    assert r.returncode == 0, r.stderr
+    root = tmp_path / "usr"
+    assert (root / "share/man/man8/kvmexit.8").read_bytes() == (REPO / "man/kvmexit.8").read_bytes()
+    for o in OBJECTS:
+        assert (root / "lib/kvmexit/kvmexit/bpf" / o).read_bytes() == (REPO / "src/kvmexit/bpf" / o).read_bytes()
+    launcher = root / "sbin/kvmexit"
+    assert os.access(launcher, os.X_OK) and 'sys.path.insert(0, "/usr/lib/kvmexit")' in launcher.read_text()
+    r = _run(["/usr/bin/python3", "-m", "kvmexit", "--version"], SYSTEM_PATH, cwd=root / "lib/kvmexit")
+    assert (r.returncode, r.stdout) == (0, "kvmexit, version 0.1.0\n"), r.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("dpkg-buildpackage"),
+                    reason="needs root and dpkg-buildpackage (make setup installs it)")
+def test_deb_builds_installs_runs_and_purges(tmp_path):
+    copy = tree_copy(tmp_path / "kvmexit")
+    apt = {"DEBIAN_FRONTEND": "noninteractive", "PATH": SYSTEM_PATH}
+    r = subprocess.run(["dpkg-buildpackage", "-us", "-uc", "-b"], cwd=copy, capture_output=True, text=True,
+                       timeout=600, env=dict(os.environ, PATH=SYSTEM_PATH))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    deb = tmp_path / "kvmexit_0.1.0_amd64.deb"
+    # the object the package ships is the one this tree builds
+    listing = subprocess.run(["dpkg-deb", "-c", str(deb)], capture_output=True, text=True).stdout
+    assert "./usr/sbin/kvmexit" in listing and "./usr/share/man/man8/kvmexit.8.gz" in listing
+    try:
+        r = subprocess.run(["apt-get", "install", "-y", "-qq", str(deb)], capture_output=True, text=True,
+                           timeout=300, env=apt)
+        assert r.returncode == 0, r.stderr
+        assert _run(["man", "-w", "8", "kvmexit"], SYSTEM_PATH).stdout == "/usr/share/man/man8/kvmexit.8.gz\n"
+        installed = Path("/usr/lib/python3/dist-packages/kvmexit/bpf/kvm_exit.bpf.o").read_bytes()
+        assert installed == (REPO / "src/kvmexit/bpf/kvm_exit.bpf.o").read_bytes()
+        _check_runs(["/usr/sbin/kvmexit"], SYSTEM_PATH)
+    finally:
+        r = subprocess.run(["apt-get", "purge", "-y", "-qq", "kvmexit"], capture_output=True, text=True,
+                           timeout=300, env=apt)
+    assert r.returncode == 0, r.stderr
+    assert not Path("/usr/sbin/kvmexit").exists()
+    assert not Path("/usr/lib/python3/dist-packages/kvmexit").exists()
+    assert _run(["dpkg-query", "-W", "kvmexit"], SYSTEM_PATH).returncode != 0
