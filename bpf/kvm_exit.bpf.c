@@ -27,6 +27,8 @@ const volatile __u32 targ_ntids = 0;
 const volatile __u32 targ_tids[KVMEXIT_MAX_TIDS] = {};
 /* the kvm_exit record has vcpu_id at offset 56 (checked against its format file) */
 const volatile bool tp_has_vcpu_id = false;
+/* --latency: remember each exit until the thread's next kvm_entry */
+const volatile bool targ_latency = false;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -42,6 +44,24 @@ struct {
 	__type(key, struct kvmexit_key);
 	__type(value, __u64);
 } counts SEC(".maps");
+
+/* --latency maps: max_entries set by userspace like counts' */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);		/* tid */
+	__type(value, struct kvmexit_pending);
+} pending SEC(".maps");
+
+/* one writer per key (the thread itself, on one CPU at a time): no atomics needed */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct kvmexit_key);
+	__type(value, struct kvmexit_lat);
+} latency SEC(".maps");
+
+static const struct kvmexit_lat lat_zero;
 
 static __always_inline bool tid_wanted(__u32 tid)
 {
@@ -117,7 +137,7 @@ static __always_inline void evict(struct kvmexit_cache *c)
  * Everything but a cache hit: a new owner for this CPU's cache (filters,
  * eviction) or a new reason for the owner.  Not inlined, so that the hit
  * path of every program stays small (measured: 7 ns per event less).
- * how = isa | src << 8 | aux << 32.
+ * how = isa | src << 8 | aux << 32.  Returns 1 when the filters exclude the thread.
  */
 static __noinline int count_slow(struct kvmexit_cache *c, __u64 id, __u64 tag, const void *ptr, __u64 how)
 {
@@ -130,12 +150,12 @@ static __noinline int count_slow(struct kvmexit_cache *c, __u64 id, __u64 tag, c
 		/* the filters run here only: an owner has passed them
 		 * already, and a thread they exclude evicts nothing */
 		if (targ_tgid && tgid != targ_tgid)
-			return 0;
+			return 1;
 		if (targ_ntids && !tid_wanted(tid))
-			return 0;
+			return 1;
 		vcpu_id = vcpu_id_of(src, ptr, aux);
 		if (targ_vcpu != VCPU_ANY && vcpu_id != targ_vcpu)
-			return 0;
+			return 1;
 		if (c->key.isa)
 			evict(c);
 		c->pid_tgid = id;
@@ -171,6 +191,74 @@ static __noinline int count_slow(struct kvmexit_cache *c, __u64 id, __u64 tag, c
 	return 0;
 }
 
+/* --latency: this thread (the cache's owner now) exited for tag's reason */
+static __noinline int record_exit(struct kvmexit_cache *c, __u64 tag)
+{
+	struct kvmexit_pending p = { .ts = bpf_ktime_get_ns(), .key = c->key };
+	__u32 tid = c->key.tid;
+
+	p.key.reason = (__u32)tag;
+	p.key.flags = (__u8)(tag >> 32);
+	bpf_map_update_elem(&pending, &tid, &p, BPF_ANY);
+	return 0;
+}
+
+static __always_inline __u32 log2_u64(__u64 v)
+{
+	__u32 r, shift;
+
+	r = (v > 0xffffffff) << 5;
+	v >>= r;
+	shift = (v > 0xffff) << 4;
+	v >>= shift;
+	r |= shift;
+	shift = (v > 0xff) << 3;
+	v >>= shift;
+	r |= shift;
+	shift = (v > 0xf) << 2;
+	v >>= shift;
+	r |= shift;
+	shift = (v > 0x3) << 1;
+	v >>= shift;
+	r |= shift;
+	return r | (v >> 1);
+}
+
+/* --latency: the thread enters the guest again; account its pending exit */
+static __always_inline void count_entry(void)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid(), slot;
+	struct kvmexit_pending *p;
+	struct kvmexit_lat *l;
+	__u64 delta;
+	long err;
+
+	p = bpf_map_lookup_elem(&pending, &tid);
+	if (!p || !p->ts)
+		return;
+	delta = bpf_ktime_get_ns() - p->ts;
+	p->ts = 0;
+	l = bpf_map_lookup_elem(&latency, &p->key);
+	if (!l) {
+		err = bpf_map_update_elem(&latency, &p->key, &lat_zero, BPF_NOEXIST);
+		if (err && err != -EEXIST)
+			return;
+		l = bpf_map_lookup_elem(&latency, &p->key);
+		if (!l)
+			return;
+	}
+	l->count++;
+	l->total_ns += delta;
+	if (!l->min_ns || delta < l->min_ns)
+		l->min_ns = delta;
+	if (delta > l->max_ns)
+		l->max_ns = delta;
+	slot = log2_u64(delta);
+	if (slot >= KVMEXIT_LAT_SLOTS)
+		slot = KVMEXIT_LAT_SLOTS - 1;
+	l->hist[slot]++;
+}
+
 /* the one counting function every program calls */
 static __always_inline void count_exit(__u32 reason, __u8 flags, __u8 isa,
 				       enum vcpu_src src, const void *ptr, __u32 aux)
@@ -191,11 +279,15 @@ static __always_inline void count_exit(__u32 reason, __u8 flags, __u8 isa,
 		for (int i = 0; i < KVMEXIT_CACHE_SLOTS; i++) {
 			if (c->slots[i].tag == tag) {
 				c->slots[i].count++;
-				return;
+				goto counted;
 			}
 		}
 	}
-	count_slow(c, id, tag, ptr, isa | (__u64)src << 8 | (__u64)aux << 32);
+	if (count_slow(c, id, tag, ptr, isa | (__u64)src << 8 | (__u64)aux << 32))
+		return;
+counted:
+	if (targ_latency)
+		record_exit(c, tag);
 }
 
 #ifndef KVMEXIT_LEGACY
@@ -280,6 +372,30 @@ int handle_kvm_exit_tp(struct kvmexit_tp_exit *ctx)
 	count_exit(ctx->exit_reason, 0, ctx->isa, VCPU_CONST, NULL,
 		   tp_has_vcpu_id ? ctx->vcpu_id : KVMEXIT_VCPU_UNKNOWN);
 	/* 1 keeps the record for other perf users (perf kvm stat, kvm_stat) */
+	return 1;
+}
+
+/* --latency: kvm_entry, whatever its prototype (only the current thread matters) */
+#ifndef KVMEXIT_LEGACY
+SEC("tp_btf/kvm_entry")
+int BPF_PROG(handle_kvm_entry_btf)
+{
+	count_entry();
+	return 0;
+}
+#endif
+
+SEC("raw_tp/kvm_entry")
+int BPF_PROG(handle_kvm_entry_raw)
+{
+	count_entry();
+	return 0;
+}
+
+SEC("tracepoint/kvm/kvm_entry")
+int handle_kvm_entry_tp(void *ctx)
+{
+	count_entry();
 	return 1;
 }
 

@@ -58,4 +58,21 @@ struct kvmexit_cache {
 	struct kvmexit_slot slots[KVMEXIT_CACHE_SLOTS];
 };
 
+/* --latency: time from kvm_exit to the thread's next kvm_entry */
+#define KVMEXIT_LAT_SLOTS	32	/* log2 buckets of ns: slot i holds [2^i, 2^(i+1)) */
+
+/* the exit a thread has not re-entered from yet */
+struct kvmexit_pending {
+	__u64 ts;		/* bpf_ktime_get_ns() at kvm_exit; 0 once consumed */
+	struct kvmexit_key key;
+};
+
+struct kvmexit_lat {
+	__u64 count;
+	__u64 total_ns;
+	__u64 min_ns;
+	__u64 max_ns;
+	__u64 hist[KVMEXIT_LAT_SLOTS];
+};
+
 #endif /* __KVMEXIT_H */

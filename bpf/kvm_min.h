@@ -23,6 +23,7 @@ typedef _Bool bool;
 
 /* what bpf_helpers.h / bpf_helper_defs.h need from <linux/bpf.h> */
 enum bpf_map_type {
+	BPF_MAP_TYPE_HASH = 1,
 	BPF_MAP_TYPE_ARRAY = 2,
 	BPF_MAP_TYPE_PERCPU_HASH = 5,
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,

@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 from kvmexit import _libbpf, maps
-from kvmexit.abi import MAP_CACHE, MAP_COUNTS
+from kvmexit.abi import MAP_CACHE, MAP_COUNTS, MAP_LATENCY, MAP_PENDING
 from kvmexit.bpf import CORE_OBJECT, BpfObject, object_bytes
 from kvmexit.tracer import CORE_PROGRAMS, Filter
 
@@ -47,17 +47,26 @@ class FakeMem:
 class KvmExitObject:
     """kvm_exit.bpf.o loaded for test runs, CO-RE relocated against btf_path."""
 
-    def __init__(self, prog, btf_path=None, filt=Filter(), max_entries=64, tp_has_vcpu_id=True):
+    def __init__(self, prog, btf_path=None, filt=Filter(), max_entries=64, tp_has_vcpu_id=True,
+                 also=(), latency=False):
         self.prog = prog
         self.obj = BpfObject(object_bytes(CORE_OBJECT), btf_custom_path=btf_path)
-        self.obj.autoload_only({prog}, CORE_PROGRAMS)
-        self.obj.set_max_entries(MAP_COUNTS, max_entries)
-        self.obj.set_rodata(filt.rodata(tp_has_vcpu_id))
+        self.obj.autoload_only({prog, *also}, CORE_PROGRAMS)
+        for m in (MAP_COUNTS, MAP_PENDING, MAP_LATENCY):
+            self.obj.set_max_entries(m, max_entries)
+        self.obj.set_rodata(filt.rodata(tp_has_vcpu_id, latency))
         self.obj.load()
         self.max_entries = max_entries
 
     def run(self, *args):
         return self.obj.test_run(self.prog, list(args))
+
+    def run_prog(self, prog, *args):
+        return self.obj.test_run(prog, list(args))
+
+    def read_latency(self):
+        keys, values = maps.read_hash(self.obj.map_fd(MAP_LATENCY), maps.LAT_SIZE, self.max_entries)
+        return maps.latency_stats(keys, values)
 
     def read(self):
         ncpu = maps.possible_cpus()

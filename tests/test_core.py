@@ -10,6 +10,7 @@ them under BPF_PROG_TEST_RUN from real threads moved between CPUs.
 import ctypes as ct
 import os
 import struct
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -243,3 +244,56 @@ def test_prototype_and_vendor_detection(kname, corpus):
         for m in mods.values():
             lib.btf__free(m)
         lib.btf__free(base)
+
+
+def _bucket(ns):
+    return min(ns.bit_length() - 1, 31) if ns else 0
+
+
+@pytest.mark.corpus
+def test_latency_from_exit_to_entry(corpus, merged, fakemem, workers):
+    """--latency: raw_tp exit and entry programs run with known sleeps between them."""
+    a, b, _ = workers
+    obj = KvmExitObject("handle_kvm_exit_raw", merged("debian-6.12-amd64", "kvm-intel"),
+                        also=("handle_kvm_entry_raw",), latency=True)
+    f = Firer(fakemem, KERNELS["debian-6.12-amd64"], "vmx", obj)
+    bounds = {}   # reason -> [(inner, outer)]: the kernel's delta lies between
+
+    def exit_sleep_entry(sleep):
+        t0 = time.perf_counter_ns()
+        obj.run(fakemem.addrs[0], KVMEXIT_ISA_VMX)
+        t1 = time.perf_counter_ns()
+        time.sleep(sleep)
+        t2 = time.perf_counter_ns()
+        obj.run_prog("handle_kvm_entry_raw", 0)
+        t3 = time.perf_counter_ns()
+        return t2 - t1, t3 - t0
+    try:
+        # 0.7 ms, 3 ms, 20 ms: well inside the log2 buckets [2^19, 2^20), [2^21, 2^22), [2^24, 2^25)
+        for reason, sleep in ((12, 0.0007), (12, 0.003), (12, 0.02), (12, 0.0007), (30, 0.003)):
+            fakemem.write(0, {VCPU_ID_OFF: struct.pack("<i", 3),
+                              KERNELS["debian-6.12-amd64"].vmx_reason: struct.pack("<I", reason)})
+            bounds.setdefault(reason, []).append(a.call(lambda: exit_sleep_entry(sleep)))
+        # an entry without an exit before it, and an exit never followed by an entry, time nothing
+        a.call(lambda: obj.run_prog("handle_kvm_entry_raw", 0))
+        f.fire(b, 1, 7, 48)
+        lat = obj.read_latency()
+        counts, _ = obj.read()
+    finally:
+        obj.close()
+    pid = os.getpid()
+    assert set(lat) == {(pid, a.tid, 12, 3, 1, 0), (pid, a.tid, 30, 3, 1, 0)}
+    assert counts[(pid, b.tid, 48, 7, 1, 0)] == 1
+    for reason, bs in bounds.items():
+        s = lat[(pid, a.tid, reason, 3, 1, 0)]
+        inner, outer = [x[0] for x in bs], [x[1] for x in bs]
+        assert s.count == len(bs)
+        assert sum(inner) <= s.total_ns <= sum(outer)
+        assert min(inner) <= s.min_ns <= min(outer)
+        assert max(inner) <= s.max_ns <= max(outer)
+        assert sum(s.hist) == s.count
+        want = [0] * 32
+        for i, o in bs:
+            assert _bucket(i) == _bucket(o), "sleep overshot into the next bucket"
+            want[_bucket(i)] += 1
+        assert list(s.hist) == want

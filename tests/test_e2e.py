@@ -59,7 +59,13 @@ class GuestProc:
 
     def finish(self):
         self.release()
-        done = json.loads(self.p.stdout.readline())
+        self.done()
+
+    def done(self):
+        """Wait for the end of a guest released past its last sync."""
+        done = {}
+        while "done" not in done:                 # {"sync": n} lines come first
+            done = json.loads(self.p.stdout.readline())
         self.p.stdin.close()
         assert self.p.wait(30) == 0
         assert done["done"]

@@ -11,7 +11,7 @@ from elftools.elf.elffile import ELFFile
 import kvmexit
 from kvmexit import _libbpf, abi
 from kvmexit.bpf import CORE_OBJECT, LEGACY_OBJECT, BpfObject, object_bytes
-from kvmexit.tracer import CORE_PROGRAMS, LEGACY_PROGRAMS, PROGRAMS, Filter
+from kvmexit.tracer import CORE_PROGRAMS, ENTRY_PROGRAMS, LEGACY_PROGRAMS, PROGRAMS, Filter
 
 OBJDIR = Path(kvmexit.__file__).parent / "bpf"
 SECTIONS = {
@@ -21,6 +21,8 @@ SECTIONS = {
     "handle_kvm_pio_raw": "raw_tp/kvm_pio", "handle_kvm_pio_tp": "tracepoint/kvm/kvm_pio",
     "handle_kvm_msr_btf": "tp_btf/kvm_msr", "handle_kvm_msr_raw": "raw_tp/kvm_msr",
     "handle_kvm_msr_tp": "tracepoint/kvm/kvm_msr",
+    "handle_kvm_entry_btf": "tp_btf/kvm_entry", "handle_kvm_entry_raw": "raw_tp/kvm_entry",
+    "handle_kvm_entry_tp": "tracepoint/kvm/kvm_entry",
 }
 
 
@@ -57,15 +59,15 @@ def test_object_shape(name, programs, core):
         assert elf.get_section_by_name("license").data() == b"GPL\0"
         maps = {s.name for s in elf.get_section_by_name(".symtab").iter_symbols()
                 if s["st_shndx"] != "SHN_UNDEF" and elf.get_section(s["st_shndx"]).name == ".maps"}
-        assert maps == {abi.MAP_CACHE, abi.MAP_COUNTS}
-        # one subprogram, the slow path shared by every program
+        assert maps == {abi.MAP_CACHE, abi.MAP_COUNTS, abi.MAP_PENDING, abi.MAP_LATENCY}
+        # the subprograms: the slow path shared by every program, --latency's exit record
         assert {s.name for s in elf.get_section_by_name(".symtab").iter_symbols()
                 if s["st_info"]["type"] == "STT_FUNC" and s["st_shndx"] != "SHN_UNDEF"
-                and elf.get_section(s["st_shndx"]).name == ".text"} == {"count_slow"}
+                and elf.get_section(s["st_shndx"]).name == ".text"} == {"count_slow", "record_exit"}
         relos = _core_relo_len(elf)
         # the legacy object must load where kernel BTF is missing: no CO-RE at all
         assert relos > 200 if core else relos == 0
-    assert set(PROGRAMS.values()) == set(CORE_PROGRAMS)
+    assert set(PROGRAMS.values()) | set(ENTRY_PROGRAMS.values()) == set(CORE_PROGRAMS)
 
 
 def _members(lib, btf, name):
@@ -86,7 +88,7 @@ def test_abi_matches_object_btf(name):
     lib = _libbpf.load()
     btf = lib.btf__parse(str(_elf(name)).encode(), None)
     try:
-        for cname in ("kvmexit_key", "kvmexit_slot", "kvmexit_cache"):
+        for cname in ("kvmexit_key", "kvmexit_slot", "kvmexit_cache", "kvmexit_pending", "kvmexit_lat"):
             ctype = getattr(abi, cname)
             size, members = _members(lib, btf, cname)
             assert size == ct.sizeof(ctype), cname
@@ -99,6 +101,8 @@ def test_rodata_layout_matches_filter():
     """Unprivileged: open (not load) the object and read .rodata's variables."""
     with BpfObject(object_bytes(CORE_OBJECT)) as obj:
         layout = obj.rodata_layout()
-        values = Filter(tgid=5, tids=(1, 2), vcpu=3).rodata(True)
+        values = Filter(tgid=5, tids=(1, 2), vcpu=3).rodata(True, latency=True)
+        lat_zero = layout.pop("lat_zero")   # the zero template of --latency's map, not a setting
+        assert lat_zero[1] == ct.sizeof(abi.kvmexit_lat)
         assert {k: v[1] for k, v in layout.items()} == {k: len(v) for k, v in values.items()}
         obj.set_rodata(values)

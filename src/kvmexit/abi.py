@@ -44,11 +44,30 @@ class kvmexit_cache(ct.Structure):
     ]
 
 
+KVMEXIT_LAT_SLOTS = 32
+
+
+class kvmexit_pending(ct.Structure):
+    _fields_ = [("ts", ct.c_uint64), ("key", kvmexit_key)]
+
+
+class kvmexit_lat(ct.Structure):
+    _fields_ = [
+        ("count", ct.c_uint64),
+        ("total_ns", ct.c_uint64),
+        ("min_ns", ct.c_uint64),
+        ("max_ns", ct.c_uint64),
+        ("hist", ct.c_uint64 * KVMEXIT_LAT_SLOTS),
+    ]
+
+
 assert ct.sizeof(kvmexit_key) == 16
+assert ct.sizeof(kvmexit_pending) == 24
+assert ct.sizeof(kvmexit_lat) == 32 + 8 * KVMEXIT_LAT_SLOTS
 assert ct.sizeof(kvmexit_slot) == 16
 assert ct.sizeof(kvmexit_cache) == 40 + 16 * KVMEXIT_CACHE_SLOTS
 
 # program, map and .rodata names of kvm_exit.bpf.c
-MAP_COUNTS, MAP_CACHE = "counts", "cache"
+MAP_COUNTS, MAP_CACHE, MAP_PENDING, MAP_LATENCY = "counts", "cache", "pending", "latency"
 OBJECT_NAME = "kvm_exit"  # internal maps are then "kvm_exit.rodata" on every libbpf
 RODATA = OBJECT_NAME + ".rodata"

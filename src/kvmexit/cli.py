@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 """The kvmexit command line: bcc kvmexit's interface, thin over Tracer."""
+import datetime
 import os
 import signal
 import sys
@@ -7,9 +8,9 @@ import time
 
 import click
 
-from . import __version__, kernel, output, report
+from . import __version__, kernel, output, procinfo, report
 from .errors import KvmexitError
-from .tracer import DEFAULT_MAX_ENTRIES, MODES, Filter, Tracer
+from .tracer import DEFAULT_MAX_ENTRIES, MODES, Filter, Snapshot, Tracer
 
 EXAMPLES = """\b
 EXAMPLES:
@@ -20,6 +21,11 @@ EXAMPLES:
     kvmexit -p 3195281 -a          # that VM, per thread
     kvmexit -t 395490 20           # one thread (TID)
     kvmexit -T '395490,395491'     # several threads, per thread
+    kvmexit -i 1 -c 10             # a table of each second's exits, 10 times
+    kvmexit -p 3195281 -a --wide   # per thread, with VM and thread names
+    kvmexit -o json -i 5           # JSON Lines every 5 seconds
+    kvmexit --latency --hist 10    # exit handling time per reason, histograms
+    kvmexit exporter --listen 127.0.0.1:9476   # Prometheus /metrics
     kvmexit selftest               # check this host end to end (root, /dev/kvm)
 """
 
@@ -88,6 +94,100 @@ def _on_sigterm(signum, frame):
     raise KeyboardInterrupt
 
 
+class Emitter:
+    """Prints snapshots in the chosen format (table, json, csv)."""
+
+    def __init__(self, fmt, view, tids_prefix, wide, top, latency, hist, max_entries, mode):
+        self.fmt, self.view, self.tids_prefix = fmt, view, tids_prefix
+        self.wide, self.top, self.latency, self.hist = wide, top, latency, hist
+        self.max_entries, self.mode = max_entries, mode
+        self.names = procinfo.Names()
+        self.names_wanted = fmt != "table" or wide
+        self.csv_header = True
+
+    def prime(self, snap):
+        """Remember VM and thread names while the processes still exist."""
+        if self.names_wanted:
+            for tgid, tid, *_ in snap.totals:
+                self.names.vm(tgid)
+                self.names.comm(tgid, tid)
+
+    def emit(self, snap, interval=None, stamp=False):
+        now = time.time()
+        if self.fmt == "table":
+            rows = report.rows(snap.totals, self.view, snap.latency, self.top)
+            if stamp:
+                click.echo(time.strftime("%H:%M:%S", time.localtime(now)))
+            click.echo(output.table(self.view, rows, self.tids_prefix, self.wide, self.names, self.latency))
+            if self.hist:
+                for r in rows:
+                    if r.lat:
+                        who = {"all": "PID %d TID %d " % (r.tgid, r.tid), "tids": "TID %d " % r.tid}.get(self.view, "")
+                        click.echo("\n%s%s = %s" % (who, output.REASON_HEADER, r.name))
+                        click.echo(output.histogram(r.lat))
+            if snap.drops:
+                click.echo(output.drops_footer(snap.drops, self.max_entries))
+            return rows
+        rows = report.rows(snap.totals, "full", snap.latency, self.top)
+        ts = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).isoformat(timespec="milliseconds")
+        if self.fmt == "json":
+            click.echo(output.json_record(ts, interval, rows, snap.drops, self.mode, self.names, self.latency))
+        else:
+            click.echo(output.csv_rows(ts, interval, rows, snap.drops, self.names, self.latency,
+                                       header=self.csv_header), nl=False)
+            self.csv_header = False
+        return rows
+
+
+def _sleep_until(t, on_tick=None):
+    """Sleep until monotonic time t, waking every second for on_tick()."""
+    while True:
+        left = t - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(left, 1.0))
+        if on_tick is not None:
+            on_tick()
+
+
+def run(tracer, emitter, duration, interval, count, cumulative):
+    """Count, print, detach.  Returns the rows of the last table printed.
+
+    Without interval: one table at the end (bcc's behaviour).  With it: a
+    table every interval seconds, of that interval's exits (or running
+    totals with cumulative), until count tables, the duration, or Ctrl-C.
+    """
+    start = time.monotonic()
+    end = start + duration if duration is not None else float("inf")
+    zero = Snapshot({}, 0, {} if tracer.latency else None)
+    prev, n, rows = zero, 0, []
+    tick = (lambda: emitter.prime(tracer.read())) if emitter.names_wanted else None
+    try:
+        while interval is not None:
+            _sleep_until(min(start + (n + 1) * interval, end), tick)
+            snap = tracer.read()
+            emitter.prime(snap)
+            rows = emitter.emit(snap if cumulative else snap - prev, interval, stamp=True)
+            if emitter.fmt == "table":
+                click.echo()
+            prev, n = snap, n + 1
+            if (count and n >= count) or time.monotonic() >= end:
+                return rows
+        _sleep_until(end, tick)
+    except KeyboardInterrupt:
+        if emitter.fmt == "table" and interval is None:
+            click.echo()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the readout
+    tracer.detach()                                # a final snapshot that no longer moves
+    snap = tracer.read()
+    emitter.prime(snap)
+    if interval is None:
+        return emitter.emit(snap)
+    if snap.totals != prev.totals or not n:        # the partial last interval
+        rows = emitter.emit(snap if cumulative else snap - prev, interval, stamp=True)
+    return rows
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXAMPLES)
 @click.option("-p", "--pid", type=Pid(), help="trace this PID only")
 @click.option("-t", "--tid", type=Pid("thread", kernel.thread_exists), metavar="TID", help="trace this TID only")
@@ -95,6 +195,16 @@ def _on_sigterm(signum, frame):
               help="trace a comma separated series of tids with no space in between")
 @click.option("-v", "--vcpu", type=click.IntRange(min=0), metavar="VCPU", help="trace this vcpu (KVM vcpu_id) only; needs -p")
 @click.option("-a", "--alltids", is_flag=True, help="trace all tids for this pid; needs -p")
+@click.option("-i", "--interval", type=click.FloatRange(min=0.01), default=None,
+              help="print a table every INTERVAL seconds, of that interval's exits")
+@click.option("-c", "--count", type=click.IntRange(min=1), default=None, help="with -i: stop after COUNT tables")
+@click.option("--cumulative", is_flag=True, help="with -i: running totals instead of each interval's exits")
+@click.option("-o", "--output", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
+              show_default=True, help="table (bcc's), json (one JSON object per line) or csv")
+@click.option("--wide", is_flag=True, help="add VM name and thread name (COMM) columns")
+@click.option("--top", type=click.IntRange(min=1), default=None, help="print only the first TOP rows")
+@click.option("--latency", is_flag=True, help="also time each exit until the thread's next kvm_entry")
+@click.option("--hist", is_flag=True, help="with --latency: a log2 histogram per row")
 @click.option("--mode", type=click.Choice(MODES), default="auto", show_default=True,
               help="attach mode; auto picks the fastest that works")
 @click.option("--max-entries", type=click.IntRange(min=1, max=1 << 24), default=DEFAULT_MAX_ENTRIES,
@@ -104,7 +214,8 @@ def _on_sigterm(signum, frame):
               help="count kvm:kvm_pio by port instead of kvm:kvm_exit (self-test of the counting path)")
 @click.version_option(__version__, "--version", prog_name="kvmexit")
 @click.argument("duration", type=click.IntRange(min=0), required=False)
-def trace(pid, tid, tids, vcpu, alltids, mode, max_entries, verbose, calibrate, duration):
+def trace(pid, tid, tids, vcpu, alltids, interval, count, cumulative, fmt, wide, top, latency, hist, mode,
+          max_entries, verbose, calibrate, duration):
     """Display kvm exit reasons and their counts, per VM process, vCPU thread and vCPU.
 
     Without DURATION, counts until Ctrl-C; with it, for DURATION seconds.
@@ -118,6 +229,12 @@ def trace(pid, tid, tids, vcpu, alltids, mode, max_entries, verbose, calibrate, 
         raise click.UsageError("-t and -T exclude each other: use -T 'TID1,TID2' for several")
     if (tid or tids) and (vcpu is not None or alltids):
         raise click.UsageError("-t/-T exclude -v and -a: filter by thread or by vCPU, not both")
+    if (count or cumulative) and interval is None:
+        raise click.UsageError("-c and --cumulative need -i INTERVAL: give the seconds between tables")
+    if hist and not latency:
+        raise click.UsageError("--hist needs --latency")
+    if latency and calibrate:
+        raise click.UsageError("--latency times kvm_exit to kvm_entry; --calibrate has no entry event")
     if vcpu is not None:
         have = kernel.vcpus_of(pid)
         if have is not None and vcpu not in have:
@@ -131,7 +248,7 @@ def trace(pid, tid, tids, vcpu, alltids, mode, max_entries, verbose, calibrate, 
     filt = Filter(tgid=pid or 0, tids=(tid,) if tid else (tids[0] if tids else ()), vcpu=vcpu)
     log = (lambda level, text: click.echo(text.rstrip("\n"), err=True)) if verbose else None
     source = "kvm_pio" if calibrate else "kvm_exit"
-    tracer = Tracer(filt, mode=mode, source=source, max_entries=max_entries, log=log)
+    tracer = Tracer(filt, mode=mode, source=source, max_entries=max_entries, log=log, latency=latency)
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         tracer.start()
@@ -144,20 +261,13 @@ def trace(pid, tid, tids, vcpu, alltids, mode, max_entries, verbose, calibrate, 
         if source == "kvm_exit" and tracer.kbtf.flavour == "pvm":
             _note("this host's KVM (kvm_pvm) never emits kvm:kvm_exit, so no exit will be counted; "
                   "'kvmexit selftest' checks the counting path with kvm:kvm_pio instead")
-        click.echo(output.banner(context, duration))
-        try:
-            time.sleep(duration if duration is not None else 99999999)
-        except KeyboardInterrupt:
-            click.echo()
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the readout
-        tracer.detach()  # a final snapshot that no longer moves
-        snap = tracer.read()
+        emitter = Emitter(fmt, view, tids_prefix or "TID      ", wide, top, latency, hist, max_entries,
+                          tracer.attached.kind)
+        if fmt == "table":
+            click.echo(output.banner(context, duration))
+        rows = run(tracer, emitter, duration, interval, count, cumulative)
     finally:
         tracer.close()
-    rows = report.rows(snap.totals, view)
-    click.echo(output.table(view, rows, tids_prefix or "TID      "))
-    if snap.drops:
-        click.echo(output.drops_footer(snap.drops, max_entries))
     if not rows and source == "kvm_exit" and tracer.kbtf.flavour != "pvm":
         vms = kernel.vm_processes()
         if vms:
@@ -174,11 +284,14 @@ def _subcommand(name):
     if name == "guest":
         from .guestcmd import guest
         return guest
+    if name == "exporter":
+        from .exporter import exporter
+        return exporter
     return None
 
 
 def main(argv=None):
-    """Entry point: `kvmexit [options] [duration]`, `kvmexit selftest`, `kvmexit guest`."""
+    """Entry point: `kvmexit [options] [duration]`, `kvmexit selftest|guest|exporter`."""
     args = sys.argv[1:] if argv is None else list(argv)
     cmd, prog = trace, "kvmexit"
     sub = _subcommand(args[0]) if args else None

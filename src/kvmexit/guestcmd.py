@@ -40,7 +40,8 @@ class Program(click.ParamType):
               help="at each 'sync' step, wait for a line on standard input")
 @click.option("--migrate", type=click.IntRange(min=1), default=None,
               help="move each vCPU thread to the next CPU every N userspace exits")
-@click.option("-name", "--name", "vm_name", default=None, help="a VM name (as QEMU's -name guest=NAME)")
+@click.option("-name", "--name", "--id", "vm_name", default=None,
+              help="a VM name, read back from the command line as QEMU's -name guest=NAME or Firecracker's --id ID")
 def guest(vcpus, programs, seconds, wait, migrate, vm_name):
     """Run the built-in KVM guest (needs /dev/kvm)."""
     programs = list(programs) or workload(vcpus)

@@ -1,14 +1,14 @@
 # SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
-"""Text output in bcc kvmexit's exact format (pure: rows -> str)."""
+"""Output: bcc kvmexit's exact text tables, plus wide columns, latency,
+histograms, JSON Lines and CSV (pure: rows -> str, no I/O)."""
+import csv
+import io
+import json
+
+from .abi import KVMEXIT_VCPU_UNKNOWN
 
 REASON_HEADER = "KVM_EXIT_REASON"
-
-# view -> (header prefix, row format)
-TABLES = {
-    "all": ("PID      TID      ", lambda r: "%-8u %-8u %-35s %-8u" % (r.tgid, r.tid, r.name, r.count)),
-    "pid": ("", lambda r: "%-35s %-8u" % (r.name, r.count)),
-    "tids": (None, lambda r: "%-8u %-35s %-8u" % (r.tid, r.name, r.count)),
-}
+LATENCY_COLUMNS = ("TOTAL_us", "MIN_us", "AVG_us", "MAX_us")
 
 
 def banner(context, duration):
@@ -17,16 +17,105 @@ def banner(context, duration):
     return "Display kvm exit reasons and statistics for %s%s" % (context, tail)
 
 
-def table(view, rows, tids_prefix="TID      "):
-    """Header and rows.  tids_prefix: "TID      " for -p -a, "TIDS     " for -T."""
-    prefix, fmt = TABLES[view]
-    if prefix is None:
-        prefix = tids_prefix
-    lines = ["%s%-35s %s" % (prefix, REASON_HEADER, "COUNT")]
-    lines.extend(fmt(r) for r in rows)
+def _columns(view, tids_prefix, wide):
+    """(header, width, value(row, names)) of the columns before the reason."""
+    cols = []
+    if view == "all":
+        cols += [("PID", 8, lambda r, n: r.tgid), ("TID", 8, lambda r, n: r.tid)]
+    elif view == "tids":
+        cols += [(tids_prefix.strip(), 8, lambda r, n: r.tid)]
+    if wide and view == "all":
+        cols += [("VM", 16, lambda r, n: n.vm(r.tgid)[:16])]
+    if wide and view in ("all", "tids"):
+        cols += [("COMM", 16, lambda r, n: n.comm(r.tgid, r.tid))]
+    return cols
+
+
+def table(view, rows, tids_prefix="TID      ", wide=False, names=None, latency=False):
+    """Header and rows, in bcc kvmexit's format.
+
+    Args:
+        view: report.VIEW_KEYS key ("all", "pid" or "tids").
+        tids_prefix: header of the per-thread column: "TID      " (-p -a) or "TIDS     " (-T).
+        wide: add VM and COMM columns (needs names, a procinfo.Names).
+        latency: add exit-to-entry time columns (rows carry .lat).
+    """
+    cols = _columns(view, tids_prefix, wide)
+    head = "".join("%-*s " % (w, h) for h, w, _ in cols) + "%-35s " % REASON_HEADER
+    head += ("%-8s " % "COUNT" + " ".join("%10s" % c for c in LATENCY_COLUMNS)) if latency else "COUNT"
+    lines = [head]
+    for r in rows:
+        line = "".join("%-*s " % (w, f(r, names)) for _, w, f in cols) + "%-35s %-8u" % (r.name, r.count)
+        if latency:
+            s = r.lat
+            line += " " + " ".join("%10.2f" % (v / 1000.0) for v in (
+                (s.total_ns, s.min_ns, s.avg_ns, s.max_ns) if s else (0, 0, 0, 0)))
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def histogram(stat, indent=""):
+    """bcc's log2 histogram of one LatencyStat's exit-to-entry times, in ns."""
+    hist = stat.hist
+    last = max((i for i, c in enumerate(hist) if c), default=-1)
+    if last < 0:
+        return ""
+    top = max(hist)
+    lines = ["%s%24s : count    distribution" % (indent, "nsecs")]
+    for i in range(last + 1):
+        lo, hi = (0 if i == 0 else 1 << i), (1 << (i + 1)) - 1
+        bar = "*" * (hist[i] * 40 // top) if top else ""
+        lines.append("%s%10d -> %-10d : %-8d |%-40s|" % (indent, lo, hi, hist[i], bar))
     return "\n".join(lines)
 
 
 def drops_footer(drops, max_entries):
     return ("Dropped %d exits: the counts map (%d entries) was full; raise --max-entries"
             % (drops, max_entries))
+
+
+def _row_dict(r, names, latency):
+    d = {"pid": r.tgid, "tid": r.tid, "vcpu": None if r.vcpu == KVMEXIT_VCPU_UNKNOWN else r.vcpu,
+         "vm": names.vm(r.tgid), "comm": names.comm(r.tgid, r.tid), "isa": r.isa_name,
+         "reason": r.reason, "reason_name": r.name, "count": r.count}
+    if latency:
+        s = r.lat
+        d["latency"] = None if s is None else {"count": s.count, "total_ns": s.total_ns, "min_ns": s.min_ns,
+                                               "avg_ns": round(s.avg_ns, 1), "max_ns": s.max_ns,
+                                               "hist_log2_ns": list(s.hist)}
+    return d
+
+
+def json_record(timestamp, interval, rows, drops, mode, names, latency=False):
+    """One JSON Lines record: an interval's (or the whole run's) exits.
+
+    Keys: timestamp (ISO 8601), interval (seconds, null for one run), mode,
+    drops, exits: [{pid, tid, vcpu, vm, comm, isa, reason, reason_name,
+    count[, latency]}], rows of report.rows(..., "full").
+    """
+    return json.dumps({"timestamp": timestamp, "interval": interval, "mode": mode, "drops": drops,
+                       "exits": [_row_dict(r, names, latency) for r in rows]}, sort_keys=False)
+
+
+CSV_HEADER = ["timestamp", "interval", "pid", "tid", "vcpu", "vm", "comm", "isa", "reason", "reason_name", "count"]
+CSV_LATENCY = ["total_ns", "min_ns", "avg_ns", "max_ns"]
+
+
+def csv_rows(timestamp, interval, rows, drops, names, latency=False, header=False):
+    """CSV lines (a header row first when header); drops as a row named DROPPED."""
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    if header:
+        w.writerow(CSV_HEADER + (CSV_LATENCY if latency else []))
+    iv = "" if interval is None else interval
+    for r in rows:
+        d = _row_dict(r, names, latency)
+        line = [timestamp, iv, d["pid"], d["tid"], "" if d["vcpu"] is None else d["vcpu"], d["vm"], d["comm"],
+                d["isa"], d["reason"], d["reason_name"], d["count"]]
+        if latency:
+            s = r.lat
+            line += [s.total_ns, s.min_ns, round(s.avg_ns, 1), s.max_ns] if s else ["", "", "", ""]
+        w.writerow(line)
+    if drops:
+        w.writerow([timestamp, iv, "", "", "", "", "", "", "", "DROPPED", drops] + ([""] * 4 if latency else []))
+    return out.getvalue()

@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 
 from . import _libbpf, kernel, maps
-from .abi import KVMEXIT_MAX_TIDS, MAP_CACHE, MAP_COUNTS, VCPU_ANY
+from .abi import KVMEXIT_MAX_TIDS, MAP_CACHE, MAP_COUNTS, MAP_LATENCY, MAP_PENDING, VCPU_ANY
 from .bpf import CORE_OBJECT, LEGACY_OBJECT, BpfObject, object_bytes
 from .errors import KvmexitError, LibbpfError
 
@@ -36,9 +36,12 @@ PROGRAMS = {
     ("kvm_msr", "raw_tp", None): "handle_kvm_msr_raw",
     ("kvm_msr", "tracepoint", None): "handle_kvm_msr_tp",
 }
-CORE_PROGRAMS = sorted(set(PROGRAMS.values()))
+# --latency: kvm_entry, attached the same way as the exit program
+ENTRY_PROGRAMS = {"tp_btf": "handle_kvm_entry_btf", "raw_tp": "handle_kvm_entry_raw",
+                  "tracepoint": "handle_kvm_entry_tp"}
+CORE_PROGRAMS = sorted(set(PROGRAMS.values()) | set(ENTRY_PROGRAMS.values()))
 LEGACY_PROGRAMS = ["handle_kvm_exit_raw_old", "handle_kvm_exit_tp", "handle_kvm_pio_raw", "handle_kvm_pio_tp",
-                   "handle_kvm_msr_raw", "handle_kvm_msr_tp"]
+                   "handle_kvm_msr_raw", "handle_kvm_msr_tp", "handle_kvm_entry_raw", "handle_kvm_entry_tp"]
 
 
 @dataclass(frozen=True)
@@ -48,8 +51,8 @@ class Filter:
     tids: tuple = ()
     vcpu: int = None
 
-    def rodata(self, tp_has_vcpu_id):
-        """The .rodata values of kvm_exit.bpf.c for this filter."""
+    def rodata(self, tp_has_vcpu_id, latency=False):
+        """The .rodata values of kvm_exit.bpf.c for this filter (and --latency)."""
         if len(self.tids) > KVMEXIT_MAX_TIDS:
             raise KvmexitError("at most %d TIDs can be traced at once" % KVMEXIT_MAX_TIDS)
         u32 = lambda v: int(v).to_bytes(4, "little")
@@ -60,6 +63,7 @@ class Filter:
             "targ_ntids": u32(len(self.tids)),
             "targ_tids": b"".join(u32(t) for t in tids),
             "tp_has_vcpu_id": bytes([1 if tp_has_vcpu_id else 0]),
+            "targ_latency": bytes([1 if latency else 0]),
         }
 
 
@@ -130,6 +134,16 @@ def _hint(err):
 class Snapshot:
     totals: dict           # (tgid, tid, reason, vcpu, isa, flags) -> count
     drops: int = 0
+    latency: dict = None   # same keys -> maps.LatencyStat, with --latency
+
+    def __sub__(self, old):
+        """What happened between snapshot old and this one."""
+        totals = {k: v - old.totals.get(k, 0) for k, v in self.totals.items()}
+        lat = None
+        if self.latency is not None:
+            lat = {k: v - old.latency[k] if k in old.latency else v for k, v in self.latency.items()}
+            lat = {k: v for k, v in lat.items() if v.count}
+        return Snapshot({k: v for k, v in totals.items() if v}, self.drops - old.drops, lat)
 
 
 @dataclass
@@ -142,12 +156,14 @@ class Tracer:
         source: "kvm_exit", or a calibration hook ("kvm_pio", "kvm_msr").
         max_entries: capacity of the counts map in (thread, reason) pairs.
         log: callable(level, text) receiving libbpf's messages, or None.
+        latency: also time each exit until the thread's next kvm_entry.
     """
     filt: Filter = Filter()
     mode: str = "auto"
     source: str = "kvm_exit"
     max_entries: int = DEFAULT_MAX_ENTRIES
     log: object = None
+    latency: bool = False
     kbtf: kernel.KernelBtf = None
     attached: Attempt = None
     notes: list = field(default_factory=list)
@@ -163,17 +179,23 @@ class Tracer:
         self.kbtf = kernel.probe_btf() if self.kbtf is None else self.kbtf
         attempts, self.notes = plan(self.source, self.mode, self.kbtf, self.filt.vcpu is not None,
                                     tp_ok, tp_vcpu)
-        rodata = self.filt.rodata(tp_vcpu)
+        if self.latency and self.source != "kvm_exit":
+            raise KvmexitError("--latency times kvm_exit to kvm_entry; the calibration hooks have no entry")
+        rodata = self.filt.rodata(tp_vcpu, self.latency)
         self.ncpu = maps.possible_cpus()
         for a in attempts:
             obj = None
+            progs = {a.prog} | ({ENTRY_PROGRAMS[a.kind]} if self.latency else set())
             try:
                 obj = BpfObject(object_bytes(a.obj))
-                obj.autoload_only({a.prog}, CORE_PROGRAMS if a.obj == CORE_OBJECT else LEGACY_PROGRAMS)
-                obj.set_max_entries(MAP_COUNTS, self.max_entries)
+                obj.autoload_only(progs, CORE_PROGRAMS if a.obj == CORE_OBJECT else LEGACY_PROGRAMS)
+                for m in (MAP_COUNTS, MAP_PENDING, MAP_LATENCY):
+                    obj.set_max_entries(m, self.max_entries if self.latency or m == MAP_COUNTS else 1)
                 obj.set_rodata(rodata)
                 obj.load()
                 obj.attach(a.prog, a.kind, self.source)
+                if self.latency:
+                    obj.attach(ENTRY_PROGRAMS[a.kind], a.kind, "kvm_entry")
             except KvmexitError as e:
                 if obj is not None:
                     obj.close()
@@ -191,7 +213,11 @@ class Tracer:
         cache = maps.read_cache(fd_cache, self.ncpu)   # before the hash: see maps.py
         keys, values = maps.read_counts(fd_counts, self.ncpu, self.max_entries)
         totals, drops = maps.combine(keys, values, self.ncpu, cache)
-        return Snapshot(totals, drops)
+        lat = None
+        if self.latency:
+            keys, values = maps.read_hash(self._obj.map_fd(MAP_LATENCY), maps.LAT_SIZE, self.max_entries)
+            lat = maps.latency_stats(keys, values)
+        return Snapshot(totals, drops, lat)
 
     def detach(self):
         """Stop counting; the maps stay readable until close()."""

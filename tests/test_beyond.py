@@ -1,0 +1,276 @@
+# SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+"""Beyond bcc: intervals, JSON/CSV, VM names, exit-handling time, Prometheus."""
+import csv
+import io
+import json
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from conftest import KVMEXIT, kvmexit_progs
+from kvmexit import output, procinfo, report
+from kvmexit.guest import DONE_PORT, SYNC_PORT
+from kvmexit.maps import LatencyStat
+from kvmexit.procinfo import vm_name_from_argv
+from test_e2e import GuestProc, port
+
+
+@pytest.mark.parametrize("argv,name", [
+    (["-name", "guest=web01,debug-threads=on", "-m", "1G"], "web01"),        # libvirt
+    (["-name", "db,,prod,process=qemu-db"], "db,prod"),                     # QEMU, ",," is a comma
+    (["-enable-kvm", "-name", "plain"], "plain"),
+    (["-name=guest=eq"], "eq"),
+    (["--api-sock", "/run/fc.sock", "--id", "fc-42"], "fc-42"),               # Firecracker
+    (["--id=fc-7"], "fc-7"),
+    (["--api-socket", "path=/run/ch/vm-3.sock", "--cpus", "boot=2"], "vm-3"),  # cloud-hypervisor
+    (["run", "--name", "lkvm-guest"], "lkvm-guest"),                          # kvmtool
+    (["-m", "1G", "-smp", "2"], None),
+])
+def test_vm_names_from_command_lines(argv, name):
+    assert vm_name_from_argv(argv) == name
+
+
+def _started(p):
+    """Wait for --verbose's "attached" line: the tracer counts from now."""
+    for line in p.stderr:
+        if line.startswith("kvmexit: attached "):
+            return p
+    raise AssertionError("tracer did not attach")
+
+
+def _bg(*args):
+    return _started(subprocess.Popen(KVMEXIT + ["--calibrate", "--verbose"] + [str(a) for a in args],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+
+
+def _tables(text):
+    """Interval tables of a table-format run: [(stamp, {(tid, name): count})]."""
+    out = []
+    for block in text.strip("\n").split("\n\n"):
+        lines = block.splitlines()
+        if lines and lines[0].startswith("Display"):
+            lines = lines[1:]
+        assert re.fullmatch(r"\d\d:\d\d:\d\d", lines[0]), lines[0]
+        rows = {}
+        for l in lines[2:]:
+            tid, name, count = l.split()
+            rows[(int(tid), name)] = int(count)
+        out.append((lines[0], rows))
+    return out
+
+
+PHASED = ["sync,out:0x80:%d,sync,out:0x80:%d,sync,out:0x80:%d" % (100 + i, 200 + i, 300 + i) for i in range(2)]
+
+
+def _phase_counts(tids):
+    """What each interval must show when the test releases one phase per interval."""
+    per = []
+    for phase, n in enumerate((100, 200, 300)):
+        rows = {}
+        for i, tid in enumerate(tids):
+            rows[(tid, port(0x80))] = n + i
+            rows[(tid, port(SYNC_PORT if phase < 2 else DONE_PORT))] = 1
+        per.append(rows)
+    return per
+
+
+@pytest.mark.bpf
+@pytest.mark.kvm
+def test_json_intervals_exact_and_count_stops():
+    g = GuestProc(PHASED, migrate=5)
+    js = _bg("-p", g.pid, "-o", "json", "-i", "1", "-c", "3")
+    records = []
+    for phase in range(3):
+        g.release()                               # one phase per interval
+        records.append(json.loads(js.stdout.readline()))
+    rest, _ = js.communicate(timeout=10)          # -c 3: stops by itself
+    assert (js.returncode, rest) == (0, "")
+    g.done()
+    assert [r["interval"] for r in records] == [1.0, 1.0, 1.0]
+    got = [{(e["tid"], e["reason_name"]): e["count"] for e in r["exits"]} for r in records]
+    assert got == _phase_counts(g.tids)
+
+
+@pytest.mark.bpf
+@pytest.mark.kvm
+def test_interval_tables_exact():
+    g = GuestProc(PHASED, migrate=5)
+    t = _bg("-p", g.pid, "-a", "-i", "1", "-c", "3")
+    chunks = [t.stdout.readline()]
+    for phase in range(3):
+        g.release()
+        while True:
+            line = t.stdout.readline()
+            chunks.append(line)
+            if line == "\n":
+                break
+    g.done()
+    rest, _ = t.communicate(timeout=10)
+    assert (t.returncode, rest) == (0, "")
+    tables = _tables("".join(chunks))
+    assert [rows for _, rows in tables] == _phase_counts(g.tids)
+
+
+@pytest.mark.bpf
+@pytest.mark.kvm
+def test_json_csv_and_table_agree_and_names():
+    progs = ["sync,out:0x80:%d,out:0x%x:%d,sync" % (500 + 7 * i, 0x90 + i, 50 + i) for i in range(2)]
+    g = GuestProc(progs, extra=["-name", "guest=web01,debug-threads=on"])
+    tracers = {fmt: _bg("-p", g.pid, "-a", "--wide", "-o", fmt) for fmt in ("table", "json", "csv")}
+    g.release()                                   # runs, then parks at its last sync (names stay readable)
+    assert json.loads(g.p.stdout.readline()) == {"sync": 1}
+    outs = {}
+    for fmt, p in tracers.items():
+        p.send_signal(signal.SIGINT)
+        outs[fmt] = p.communicate(timeout=30)[0]
+        assert p.returncode == 0
+    g.finish()
+    lines = outs["table"].splitlines()
+    assert lines[1] == ""
+    assert lines[2].split() == ["TID", "COMM", "KVM_EXIT_REASON", "COUNT"]
+    table = {}
+    for l in lines[3:]:
+        tid, comm, name, count = l[:8].strip(), l[9:25].strip(), l[26:61].strip(), l[62:].strip()
+        table[(int(tid), comm, name)] = int(count)
+    want = {}
+    for i, tid in enumerate(g.tids):
+        want[(tid, "CPU %d/KVM" % i, port(0x80))] = 500 + 7 * i
+        want[(tid, "CPU %d/KVM" % i, port(0x90 + i))] = 50 + i
+        want[(tid, "CPU %d/KVM" % i, port(SYNC_PORT))] = 1
+    assert table == want
+    record = json.loads(outs["json"])
+    assert record["interval"] is None and record["drops"] == 0 and record["mode"] in ("tp_btf", "raw_tp", "tracepoint")
+    assert {(e["tid"], e["comm"], e["reason_name"]): e["count"] for e in record["exits"]} == want
+    assert {(e["pid"], e["vm"], e["isa"]) for e in record["exits"]} == {(g.pid, "web01", "pio")}
+    assert {(e["tid"], e["vcpu"]) for e in record["exits"]} == {(t, i) for i, t in enumerate(g.tids)}
+    rows = list(csv.DictReader(io.StringIO(outs["csv"])))
+    assert list(rows[0]) == output.CSV_HEADER
+    assert {(int(r["tid"]), r["comm"], r["reason_name"]): int(r["count"]) for r in rows} == want
+    assert {r["vm"] for r in rows} == {"web01"}
+
+
+@pytest.mark.bpf
+@pytest.mark.kvm
+def test_firecracker_style_vm_name_in_the_all_threads_view():
+    g = GuestProc(["sync,out:0x80:9,sync"], migrate=None, extra=["--id", "fc-42"])
+    t = _bg("--wide", "-T", str(g.tids[0]))
+    a = _bg("--wide")
+    g.release()
+    assert json.loads(g.p.stdout.readline()) == {"sync": 1}
+    for p in (t, a):
+        p.send_signal(signal.SIGINT)
+    out_t, out_a = t.communicate(timeout=30)[0], a.communicate(timeout=30)[0]
+    g.finish()
+    assert out_t.splitlines()[2:] == [
+        "TIDS     COMM             KVM_EXIT_REASON                     COUNT",
+        "%-8u %-16s %-35s %-8u" % (g.tids[0], "CPU 0/KVM", port(0x80), 9),
+        "%-8u %-16s %-35s %-8u" % (g.tids[0], "CPU 0/KVM", port(SYNC_PORT), 1)]
+    assert "%-8u %-8u %-16s %-16s %-35s %-8u" % (g.pid, g.tids[0], "fc-42", "CPU 0/KVM", port(0x80), 9) \
+        in out_a.splitlines()
+
+
+def test_latency_rows_histogram_and_top():
+    lat = {(1, 2, 12, 0, 1, 0): LatencyStat(3, 3000, 500, 1500, tuple([0] * 8 + [1, 1, 1] + [0] * 21)),
+           (1, 3, 12, 1, 1, 0): LatencyStat(1, 4000, 4000, 4000, tuple([0] * 11 + [1] + [0] * 20))}
+    totals = {(1, 2, 12, 0, 1, 0): 3, (1, 3, 12, 1, 1, 0): 1, (1, 3, 30, 1, 1, 0): 9}
+    rows = report.rows(totals, "pid", lat)
+    assert output.table("pid", rows, latency=True).splitlines() == [
+        "KVM_EXIT_REASON                     COUNT      TOTAL_us     MIN_us     AVG_us     MAX_us",
+        "IO_INSTRUCTION                      9              0.00       0.00       0.00       0.00",
+        "HLT                                 4              7.00       0.50       1.75       4.00"]
+    assert output.histogram(rows[1].lat).splitlines()[-4:] == [
+        "       256 -> 511        : 1        |****************************************|",
+        "       512 -> 1023       : 1        |****************************************|",
+        "      1024 -> 2047       : 1        |****************************************|",
+        "      2048 -> 4095       : 1        |****************************************|"]
+    assert [r.name for r in report.rows(totals, "pid", top=1)] == ["IO_INSTRUCTION"]
+
+
+@pytest.mark.bpf
+@pytest.mark.parametrize("mode", ["tp_btf", "raw_tp", "tracepoint"])
+def test_latency_attaches_exit_and_entry(mode):
+    before = kvmexit_progs()
+    p = _started(subprocess.Popen(KVMEXIT + ["--latency", "--hist", "--mode", mode, "--verbose"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    progs = kvmexit_progs() - before
+    names = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True).stdout
+    p.send_signal(signal.SIGINT)
+    out, _ = p.communicate(timeout=30)
+    assert p.returncode == 0
+    # the kvm_exit and the kvm_entry program of that mode
+    kind = {"tp_btf": "btf", "raw_tp": "raw", "tracepoint": "tp"}[mode]
+    assert sorted(pr["name"] for pr in json.loads(names) if pr["id"] in progs) == \
+        ["handle_kvm_entry_" + kind, "handle_kvm_exit_" + kind]
+    assert out.splitlines()[2] == ("PID      TID      KVM_EXIT_REASON                     COUNT      TOTAL_us     "
+                                   "MIN_us     AVG_us     MAX_us")
+
+
+def _scrape(addr):
+    from prometheus_client.parser import text_string_to_metric_families
+    with urllib.request.urlopen("http://%s/metrics" % addr, timeout=10) as r:
+        text = r.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(text) for s in f.samples}
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.bpf
+@pytest.mark.kvm
+def test_exporter_counts_equal_the_cli(tmp_path):
+    pytest.importorskip("prometheus_client")
+    progs = ["sync,out:0x80:%d,out:0x70:%d,sync" % (400 + i, 20 + i) for i in range(2)]
+    g = GuestProc(progs, extra=["-name", "guest=db7"])
+    addr = "127.0.0.1:%d" % _free_port()
+    textfile = tmp_path / "kvmexit.prom"
+    exp = subprocess.Popen(KVMEXIT + ["exporter", "--calibrate", "--listen", addr, "--by", "thread",
+                                      "--textfile", str(textfile), "--interval", "0.05", "-p", str(g.pid)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert exp.stderr.readline().startswith("kvmexit exporter: ")
+    cli = _bg("-p", g.pid, "-o", "json")
+    try:
+        g.release()
+        assert json.loads(g.p.stdout.readline()) == {"sync": 1}
+        time.sleep(0.2)
+        samples = _scrape(addr)
+        # the textfile is replaced atomically: every read parses whole
+        from prometheus_client.parser import text_string_to_metric_families
+        inodes = set()
+        for _ in range(100):
+            inodes.add(os.stat(textfile).st_ino)
+            fams = {f.name for f in text_string_to_metric_families(textfile.read_text())}
+            assert {"kvmexit_exits", "kvmexit_dropped_exits", "kvmexit_info"} <= fams
+            time.sleep(0.005)
+        assert len(inodes) > 1
+    finally:
+        exp.send_signal(signal.SIGTERM)
+        exp.communicate(timeout=30)
+        cli.send_signal(signal.SIGINT)
+        record = json.loads(cli.communicate(timeout=30)[0])
+        g.finish()
+    assert exp.returncode == 0
+    exits = {k: v for k, v in samples.items() if k[0] == "kvmexit_exits_total"}
+    want = {}
+    for i, tid in enumerate(g.tids):
+        for p, n in ((0x80, 400 + i), (0x70, 20 + i), (SYNC_PORT, 1)):
+            labels = {"pid": str(g.pid), "vm": "db7", "tid": str(tid), "vcpu": str(i), "isa": "pio",
+                      "reason": port(p)}
+            want[("kvmexit_exits_total", tuple(sorted(labels.items())))] = float(n)
+    assert exits == want
+    # the same numbers as the CLI
+    cli_counts = {(str(e["tid"]), e["reason_name"]): e["count"] for e in record["exits"]}
+    assert cli_counts == {(dict(k[1])["tid"], dict(k[1])["reason"]): int(v) for k, v in exits.items()}
+    assert samples[("kvmexit_dropped_exits_total", ())] == 0
+    assert samples[("kvmexit_counters", ())] == 6
+    assert samples[("kvmexit_info", (("mode", record["mode"]), ("source", "kvm_pio"), ("version", "0.1.0")))] == 1
