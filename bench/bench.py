@@ -12,6 +12,7 @@ configurations alternating (A B C A B C ...).  Needs root, BPF and /dev/kvm.
   3. readout time and kernel memory, by CPUs and counters
   4. start-up to attached, and peak RSS
   5. cost per event as the number of traced threads grows
+  6. what --latency adds per exit/entry pair
 """
 import argparse
 import json
@@ -324,6 +325,43 @@ def bench_scale(events):
           "%d events)" % events, ["threads", "kvmexit", "bcc design", "kvmexit/bcc"], rows)
 
 
+# -- 6 -----------------------------------------------------------------------
+def bench_latency(repeats, events):
+    """--latency's cost: the exit program with and without it, and the entry
+    program, by BPF_PROG_TEST_RUN from one thread (cache hits), alternating."""
+    os.sched_setaffinity(0, {0})
+    objs = {}
+    for lat in (False, True):
+        obj = BpfObject(object_bytes(CORE_OBJECT))
+        obj.autoload_only({"handle_kvm_msr_raw", "handle_kvm_entry_raw"}, CORE_PROGRAMS)
+        obj.set_rodata(Filter().rodata(False, latency=lat))
+        obj.load()
+        objs[lat] = obj
+    res = {"exit": [], "exit --latency": [], "entry --latency": []}
+    try:
+        for _ in range(repeats):
+            for lat, obj in objs.items():
+                e0, n0 = obj.prog_stats("handle_kvm_msr_raw")
+                x0, m0 = obj.prog_stats("handle_kvm_entry_raw")
+                for _ in range(events):
+                    obj.test_run("handle_kvm_msr_raw", [1, PORT, 0, 0])
+                    if lat:
+                        obj.test_run("handle_kvm_entry_raw", [0])
+                e1, n1 = obj.prog_stats("handle_kvm_msr_raw")
+                x1, m1 = obj.prog_stats("handle_kvm_entry_raw")
+                res["exit --latency" if lat else "exit"].append((e1 - e0) / (n1 - n0))
+                if lat:
+                    res["entry --latency"].append((x1 - x0) / (m1 - m0))
+    finally:
+        for obj in objs.values():
+            obj.close()
+    added = med(res["exit --latency"]) - med(res["exit"]) + med(res["entry --latency"])
+    rows = [[k, fmt(v, " ns")] for k, v in res.items()]
+    rows.append(["added per exit/entry pair", "%.1f ns" % added])
+    table("6. --latency in the kernel (bpf_stats; raw_tp exit and entry programs by BPF_PROG_TEST_RUN, "
+          "%d pairs), median (min-max) of %d" % (events, repeats), ["program", "per event"], rows)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer repeats and events (a smoke run)")
@@ -334,7 +372,7 @@ def main():
     if not BASELINES.exists():
         sys.exit("bench: %s missing: run make bench" % BASELINES)
     q = args.quick
-    only = set((args.only or "1,2,3,4,5").split(","))
+    only = set((args.only or "1,2,3,4,5,6").split(","))
     stats_path = Path("/proc/sys/kernel/bpf_stats_enabled")
     old = stats_path.read_text().strip()
     stats_path.write_text("1")
@@ -342,7 +380,7 @@ def main():
         print("kvmexit benchmark on %s, %d possible CPUs, kernel %s" % (
             os.uname().nodename, maps.possible_cpus(), os.uname().release))
         if "1" in only:
-            bench_in_kernel(3 if q else 7, 2000 if q else 20000, 500 if q else 3000)
+            bench_in_kernel(3 if q else 11, 2000 if q else 20000, 500 if q else 3000)
         if "2" in only:
             bench_guest(3 if q else 9, 50000 if q else 300000)
         if "3" in only:
@@ -351,6 +389,8 @@ def main():
             bench_startup(3 if q else 9)
         if "5" in only:
             bench_scale(2000 if q else 20000)
+        if "6" in only:
+            bench_latency(3 if q else 9, 2000 if q else 10000)
     finally:
         stats_path.write_text(old)
     out = REPO / "build" / "bench.json"

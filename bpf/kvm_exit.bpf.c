@@ -194,12 +194,21 @@ static __noinline int count_slow(struct kvmexit_cache *c, __u64 id, __u64 tag, c
 /* --latency: this thread (the cache's owner now) exited for tag's reason */
 static __noinline int record_exit(struct kvmexit_cache *c, __u64 tag)
 {
-	struct kvmexit_pending p = { .ts = bpf_ktime_get_ns(), .key = c->key };
+	struct kvmexit_pending *p, init = {};
 	__u32 tid = c->key.tid;
 
-	p.key.reason = (__u32)tag;
-	p.key.flags = (__u8)(tag >> 32);
-	bpf_map_update_elem(&pending, &tid, &p, BPF_ANY);
+	/* in place when the thread has a record already: no update's copy */
+	p = bpf_map_lookup_elem(&pending, &tid);
+	if (!p) {
+		bpf_map_update_elem(&pending, &tid, &init, BPF_NOEXIST);
+		p = bpf_map_lookup_elem(&pending, &tid);
+		if (!p)
+			return 0;
+	}
+	p->key = c->key;
+	p->key.reason = (__u32)tag;
+	p->key.flags = (__u8)(tag >> 32);
+	p->ts = bpf_ktime_get_ns();
 	return 0;
 }
 
@@ -275,8 +284,13 @@ static __always_inline void count_exit(__u32 reason, __u8 flags, __u8 isa,
 	 * isa, so an owner's slots never match another isa; empty slots never
 	 * match at all) */
 	if (c->pid_tgid == id) {
+		/* slot 0 first, at a constant offset: the common case */
+		if (c->slots[0].tag == tag) {
+			c->slots[0].count++;
+			goto counted;
+		}
 #pragma unroll
-		for (int i = 0; i < KVMEXIT_CACHE_SLOTS; i++) {
+		for (int i = 1; i < KVMEXIT_CACHE_SLOTS; i++) {
 			if (c->slots[i].tag == tag) {
 				c->slots[i].count++;
 				goto counted;

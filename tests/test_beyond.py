@@ -166,8 +166,9 @@ def test_firecracker_style_vm_name_in_the_all_threads_view():
     assert json.loads(g.p.stdout.readline()) == {"sync": 1}
     for p in (t, a):
         p.send_signal(signal.SIGINT)
-    out_t, out_a = t.communicate(timeout=30)[0], a.communicate(timeout=30)[0]
+    (out_t, err_t), (out_a, err_a) = t.communicate(timeout=30), a.communicate(timeout=30)
     g.finish()
+    assert (t.returncode, a.returncode) == (0, 0), err_t + err_a
     assert out_t.splitlines()[2:] == [
         "TIDS     COMM             KVM_EXIT_REASON                     COUNT",
         "%-8u %-16s %-35s %-8u" % (g.tids[0], "CPU 0/KVM", port(0x80), 9),

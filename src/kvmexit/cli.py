@@ -1,16 +1,14 @@
 # SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 """The kvmexit command line: bcc kvmexit's interface, thin over Tracer."""
-import datetime
 import os
-import signal
 import sys
-import time
 
 import click
 
-from . import __version__, kernel, output, procinfo, report
+from . import __version__, kernel, output
 from .errors import KvmexitError
-from .tracer import DEFAULT_MAX_ENTRIES, MODES, Filter, Snapshot, Tracer
+from .runner import Emitter, run, stop_on_signals
+from .tracer import DEFAULT_MAX_ENTRIES, MODES, Filter, Tracer
 
 EXAMPLES = """\b
 EXAMPLES:
@@ -90,104 +88,6 @@ def _note(text):
     click.echo("kvmexit: note: " + text, err=True)
 
 
-def _on_sigterm(signum, frame):
-    raise KeyboardInterrupt
-
-
-class Emitter:
-    """Prints snapshots in the chosen format (table, json, csv)."""
-
-    def __init__(self, fmt, view, tids_prefix, wide, top, latency, hist, max_entries, mode):
-        self.fmt, self.view, self.tids_prefix = fmt, view, tids_prefix
-        self.wide, self.top, self.latency, self.hist = wide, top, latency, hist
-        self.max_entries, self.mode = max_entries, mode
-        self.names = procinfo.Names()
-        self.names_wanted = fmt != "table" or wide
-        self.csv_header = True
-
-    def prime(self, snap):
-        """Remember VM and thread names while the processes still exist."""
-        if self.names_wanted:
-            for tgid, tid, *_ in snap.totals:
-                self.names.vm(tgid)
-                self.names.comm(tgid, tid)
-
-    def emit(self, snap, interval=None, stamp=False):
-        now = time.time()
-        if self.fmt == "table":
-            rows = report.rows(snap.totals, self.view, snap.latency, self.top)
-            if stamp:
-                click.echo(time.strftime("%H:%M:%S", time.localtime(now)))
-            click.echo(output.table(self.view, rows, self.tids_prefix, self.wide, self.names, self.latency))
-            if self.hist:
-                for r in rows:
-                    if r.lat:
-                        who = {"all": "PID %d TID %d " % (r.tgid, r.tid), "tids": "TID %d " % r.tid}.get(self.view, "")
-                        click.echo("\n%s%s = %s" % (who, output.REASON_HEADER, r.name))
-                        click.echo(output.histogram(r.lat))
-            if snap.drops:
-                click.echo(output.drops_footer(snap.drops, self.max_entries))
-            return rows
-        rows = report.rows(snap.totals, "full", snap.latency, self.top)
-        ts = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).isoformat(timespec="milliseconds")
-        if self.fmt == "json":
-            click.echo(output.json_record(ts, interval, rows, snap.drops, self.mode, self.names, self.latency))
-        else:
-            click.echo(output.csv_rows(ts, interval, rows, snap.drops, self.names, self.latency,
-                                       header=self.csv_header), nl=False)
-            self.csv_header = False
-        return rows
-
-
-def _sleep_until(t, on_tick=None):
-    """Sleep until monotonic time t, waking every second for on_tick()."""
-    while True:
-        left = t - time.monotonic()
-        if left <= 0:
-            return
-        time.sleep(min(left, 1.0))
-        if on_tick is not None:
-            on_tick()
-
-
-def run(tracer, emitter, duration, interval, count, cumulative):
-    """Count, print, detach.  Returns the rows of the last table printed.
-
-    Without interval: one table at the end (bcc's behaviour).  With it: a
-    table every interval seconds, of that interval's exits (or running
-    totals with cumulative), until count tables, the duration, or Ctrl-C.
-    """
-    start = time.monotonic()
-    end = start + duration if duration is not None else float("inf")
-    zero = Snapshot({}, 0, {} if tracer.latency else None)
-    prev, n, rows = zero, 0, []
-    tick = (lambda: emitter.prime(tracer.read())) if emitter.names_wanted else None
-    try:
-        while interval is not None:
-            _sleep_until(min(start + (n + 1) * interval, end), tick)
-            snap = tracer.read()
-            emitter.prime(snap)
-            rows = emitter.emit(snap if cumulative else snap - prev, interval, stamp=True)
-            if emitter.fmt == "table":
-                click.echo()
-            prev, n = snap, n + 1
-            if (count and n >= count) or time.monotonic() >= end:
-                return rows
-        _sleep_until(end, tick)
-    except KeyboardInterrupt:
-        if emitter.fmt == "table" and interval is None:
-            click.echo()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the readout
-    tracer.detach()                                # a final snapshot that no longer moves
-    snap = tracer.read()
-    emitter.prime(snap)
-    if interval is None:
-        return emitter.emit(snap)
-    if snap.totals != prev.totals or not n:        # the partial last interval
-        rows = emitter.emit(snap if cumulative else snap - prev, interval, stamp=True)
-    return rows
-
-
 @click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXAMPLES)
 @click.option("-p", "--pid", type=Pid(), help="trace this PID only")
 @click.option("-t", "--tid", type=Pid("thread", kernel.thread_exists), metavar="TID", help="trace this TID only")
@@ -249,7 +149,7 @@ def trace(pid, tid, tids, vcpu, alltids, interval, count, cumulative, fmt, wide,
     log = (lambda level, text: click.echo(text.rstrip("\n"), err=True)) if verbose else None
     source = "kvm_pio" if calibrate else "kvm_exit"
     tracer = Tracer(filt, mode=mode, source=source, max_entries=max_entries, log=log, latency=latency)
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    stop_on_signals()
     try:
         tracer.start()
         if verbose:
@@ -265,10 +165,10 @@ def trace(pid, tid, tids, vcpu, alltids, interval, count, cumulative, fmt, wide,
                           tracer.attached.kind)
         if fmt == "table":
             click.echo(output.banner(context, duration))
-        rows = run(tracer, emitter, duration, interval, count, cumulative)
+        final = run(tracer, emitter, duration, interval, count, cumulative)
     finally:
         tracer.close()
-    if not rows and source == "kvm_exit" and tracer.kbtf.flavour != "pvm":
+    if not final.totals and source == "kvm_exit" and tracer.kbtf.flavour != "pvm":
         vms = kernel.vm_processes()
         if vms:
             _note("kvm:kvm_exit never fired although %d process(es) hold KVM vCPUs (pid %s): "

@@ -1,0 +1,123 @@
+# SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+"""The counting loop of the main command: wait, read, print (one table at
+the end, or one per interval), detach.  The formatting itself is output.py's."""
+import datetime
+import signal
+import threading
+import time
+
+import click
+
+from . import output, procinfo, report
+from .tracer import Snapshot
+
+
+class Emitter:
+    """Prints snapshots in the chosen format (table, json, csv)."""
+
+    def __init__(self, fmt, view, tids_prefix, wide, top, latency, hist, max_entries, mode):
+        self.fmt, self.view, self.tids_prefix = fmt, view, tids_prefix
+        self.wide, self.top, self.latency, self.hist = wide, top, latency, hist
+        self.max_entries, self.mode = max_entries, mode
+        self.names = procinfo.Names()
+        self.names_wanted = fmt != "table" or wide
+        self.csv_header = True
+
+    def prime(self, snap):
+        """Remember VM and thread names while the processes still exist."""
+        if self.names_wanted:
+            for tgid, tid, *_ in snap.totals:
+                self.names.vm(tgid)
+                self.names.comm(tgid, tid)
+
+    def emit(self, snap, interval=None, stamp=False):
+        now = time.time()
+        if self.fmt == "table":
+            rows = report.rows(snap.totals, self.view, snap.latency, self.top)
+            if stamp:
+                click.echo(time.strftime("%H:%M:%S", time.localtime(now)))
+            click.echo(output.table(self.view, rows, self.tids_prefix, self.wide, self.names, self.latency))
+            if self.hist:
+                for r in rows:
+                    if r.lat:
+                        who = {"all": "PID %d TID %d " % (r.tgid, r.tid), "tids": "TID %d " % r.tid}.get(self.view, "")
+                        click.echo("\n%s%s = %s" % (who, output.REASON_HEADER, r.name))
+                        click.echo(output.histogram(r.lat))
+            if snap.drops:
+                click.echo(output.drops_footer(snap.drops, self.max_entries))
+            return rows
+        rows = report.rows(snap.totals, "full", snap.latency, self.top)
+        ts = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).isoformat(timespec="milliseconds")
+        if self.fmt == "json":
+            click.echo(output.json_record(ts, interval, rows, snap.drops, self.mode, self.names, self.latency))
+        else:
+            click.echo(output.csv_rows(ts, interval, rows, snap.drops, self.names, self.latency,
+                                       header=self.csv_header), nl=False)
+            self.csv_header = False
+        return rows
+
+
+# Ctrl-C and SIGTERM set this instead of raising KeyboardInterrupt wherever
+# the program happens to be: a signal that comes while attaching, or while
+# a table is printed, still ends in one orderly final table.
+STOP = threading.Event()
+
+
+def stop_on_signals():
+    """Route SIGINT and SIGTERM to STOP (call before attaching)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: STOP.set())
+
+
+def _sleep_until(t, on_tick=None):
+    """Sleep until monotonic time t or STOP, waking every second for on_tick().
+
+    Returns:
+        True if stopped by a signal.
+    """
+    while True:
+        left = t - time.monotonic()
+        if left <= 0:
+            return STOP.is_set()
+        if STOP.wait(min(left, 1.0)):
+            return True
+        if on_tick is not None:
+            on_tick()
+
+
+def run(tracer, emitter, duration, interval, count, cumulative):
+    """Count, print, detach.  Returns the last snapshot (running totals).
+
+    Without interval: one table at the end (bcc's behaviour).  With it: a
+    table every interval seconds, of that interval's exits (or running
+    totals with cumulative), until count tables, the duration, or Ctrl-C.
+    """
+    start = time.monotonic()
+    end = start + duration if duration is not None else float("inf")
+    prev, n = Snapshot({}, 0, {} if tracer.latency else None), 0
+    tick = (lambda: emitter.prime(tracer.read())) if emitter.names_wanted else None
+    stopped = False
+    while interval is not None and not stopped:
+        stopped = _sleep_until(min(start + (n + 1) * interval, end), tick)
+        if stopped:
+            break
+        snap = tracer.read()
+        emitter.prime(snap)
+        emitter.emit(snap if cumulative else snap - prev, interval, stamp=True)
+        if emitter.fmt == "table":
+            click.echo()
+        prev, n = snap, n + 1
+        if (count and n >= count) or time.monotonic() >= end:
+            return snap
+    if interval is None:
+        stopped = _sleep_until(end, tick)
+        if stopped and emitter.fmt == "table":
+            click.echo()                           # bcc's empty line after ^C
+    tracer.detach()                                # a final snapshot that no longer moves
+    snap = tracer.read()
+    emitter.prime(snap)
+    if interval is None:
+        emitter.emit(snap)
+    elif snap.totals != prev.totals or not n:      # the partial last interval
+        emitter.emit(snap if cumulative else snap - prev, interval, stamp=True)
+    return snap
