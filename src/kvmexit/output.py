@@ -1,10 +1,6 @@
 # SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 """Output: bcc kvmexit's exact text tables, plus wide columns, latency,
 histograms, JSON Lines and CSV (pure: rows -> str, no I/O)."""
-import csv
-import io
-import json
-
 from .abi import KVMEXIT_VCPU_UNKNOWN
 
 REASON_HEADER = "KVM_EXIT_REASON"
@@ -93,6 +89,7 @@ def json_record(timestamp, interval, rows, drops, mode, names, latency=False):
     drops, exits: [{pid, tid, vcpu, vm, comm, isa, reason, reason_name,
     count[, latency]}], rows of report.rows(..., "full").
     """
+    import json  # machine output only: kept off the start-up path
     return json.dumps({"timestamp": timestamp, "interval": interval, "mode": mode, "drops": drops,
                        "exits": [_row_dict(r, names, latency) for r in rows]}, sort_keys=False)
 
@@ -103,6 +100,8 @@ CSV_LATENCY = ["total_ns", "min_ns", "avg_ns", "max_ns"]
 
 def csv_rows(timestamp, interval, rows, drops, names, latency=False, header=False):
     """CSV lines (a header row first when header); drops as a row named DROPPED."""
+    import csv
+    import io
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
     if header:

@@ -1,7 +1,6 @@
 # SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 """The counting loop of the main command: wait, read, print (one table at
 the end, or one per interval), detach.  The formatting itself is output.py's."""
-import datetime
 import signal
 import threading
 import time
@@ -47,7 +46,7 @@ class Emitter:
                 click.echo(output.drops_footer(snap.drops, self.max_entries))
             return rows
         rows = report.rows(snap.totals, "full", snap.latency, self.top)
-        ts = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).isoformat(timespec="milliseconds")
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + ".%03d+00:00" % (now % 1 * 1000)
         if self.fmt == "json":
             click.echo(output.json_record(ts, interval, rows, snap.drops, self.mode, self.names, self.latency))
         else:
