@@ -2,6 +2,7 @@
 """Shipping: reproducible objects, wheel and zipapp on a PATH without clang,
 make install, and the .deb (build, install, man page, selftest, purge)."""
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -149,3 +150,19 @@ def test_deb_builds_installs_runs_and_purges(tmp_path):
     assert not Path("/usr/sbin/kvmexit").exists()
     assert not Path("/usr/lib/python3/dist-packages/kvmexit").exists()
     assert _run(["dpkg-query", "-W", "kvmexit"], SYSTEM_PATH).returncode != 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/dev/kvm"), reason="needs root and /dev/kvm")
+def test_make_run_on_a_fresh_clone(tmp_path):
+    """The README's main command, from a clone of the committed tree: set-up, a traced guest, the verdict."""
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    r = subprocess.run(["make", "run"], cwd=clone, capture_output=True, text=True, timeout=900,
+                       env=dict(os.environ, PATH=SYSTEM_PATH))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    out = r.stdout.splitlines()
+    assert "== kvmexit selftest" in out
+    assert out[-1].startswith("PASS: all ") and out[-1].endswith(" counts exact")
+    # the traced demo printed bcc's header, and the calibrated table has the guest's rows
+    assert "PID      TID      KVM_EXIT_REASON                     COUNT" in out
+    assert any(re.match(r"\d+ +PORT_0x0080 +\d+", line) for line in out)

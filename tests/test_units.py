@@ -120,3 +120,31 @@ def test_guest_assembly():
     assert code[13:16] == b"\xBE" + struct.pack("<H", 4465)
     with pytest.raises(ValueError):
         guest.assemble([guest.Step("out", 1, p) for p in range(1000)], 0)
+
+
+def test_debugfs_is_left_alone_with_libbpf_1(monkeypatch):
+    from kvmexit import kernel
+    calls = []
+    monkeypatch.setattr(kernel.subprocess, "run", lambda *a, **k: calls.append(a))
+    kernel.debugfs_for_old_libbpf((1, 1, 2))
+    assert calls == []
+
+
+def test_selftest_verdict_on_vmx_and_svm_hosts():
+    """What selftest checks where kvm_exit fires: the guest's own reasons, exactly;
+    the host's own exits for the guest (interrupts, EPT faults) are allowed."""
+    from kvmexit import selftest
+    progs = selftest.workload(2)
+    tids = [101, 102]
+    vmx = selftest.expected_counts(progs, tids, 1)
+    assert vmx == {(101, 30): 1009 + 503 + 1, (101, 10): 23, (101, 31): 11 + 1, (101, 32): 13, (101, 12): 7,
+                   (102, 30): 1220 + 604 + 1, (102, 10): 24, (102, 31): 12 + 1, (102, 32): 14, (102, 12): 8}
+    svm = selftest.expected_counts(progs, tids, 2)
+    assert svm[(101, 0x7C)] == 11 + 1 + 13 and svm[(102, 0x7B)] == 1220 + 604 + 1
+    seen = dict(vmx)
+    seen[(101, 1)] = 57          # EXTERNAL_INTERRUPT: the host's, not checked
+    lines, bad = selftest.compare(vmx, seen, 1, exact_set=False)
+    assert bad == 0 and len(lines) == 10
+    seen[(102, 12)] = 9
+    lines, bad = selftest.compare(vmx, seen, 1, exact_set=False)
+    assert bad == 1 and "FAIL tid 102      HLT" in [l for l in lines if "FAIL" in l][0]

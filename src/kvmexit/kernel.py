@@ -26,6 +26,19 @@ def tracefs(mount=True):
     raise KvmexitError("tracefs is not mounted: mount -t tracefs nodev /sys/kernel/tracing")
 
 
+def debugfs_for_old_libbpf(version):
+    """libbpf before 1.0 finds tracepoint ids only under /sys/kernel/debug/tracing
+    (tracefs fallback: 1fe0248c, libbpf 1.0): mount debugfs there when needed."""
+    if version >= (1, 0) or os.path.isdir("/sys/kernel/debug/tracing/events"):
+        return
+    if os.geteuid() == 0 and os.path.isdir("/sys/kernel/debug"):
+        subprocess.run(["mount", "-t", "debugfs", "nodev", "/sys/kernel/debug"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    if not os.path.isdir("/sys/kernel/debug/tracing/events"):
+        raise KvmexitError("libbpf %d.%d needs debugfs for tracepoints: mount -t debugfs nodev /sys/kernel/debug "
+                           "(or install libbpf 1.0 or newer)" % version[:2])
+
+
 def event_dir(category, name):
     return os.path.join(tracefs(), "events", category, name)
 

@@ -183,6 +183,8 @@ class Tracer:
             raise KvmexitError("--latency times kvm_exit to kvm_entry; the calibration hooks have no entry")
         rodata = self.filt.rodata(tp_vcpu, self.latency)
         self.ncpu = maps.possible_cpus()
+        if any(a.kind == "tracepoint" for a in attempts):
+            kernel.debugfs_for_old_libbpf(_libbpf.load().version)
         for a in attempts:
             obj = None
             progs = {a.prog} | ({ENTRY_PROGRAMS[a.kind]} if self.latency else set())
