@@ -20,7 +20,9 @@ SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"   # Debian's tools, not a pyenv or
 
 
 def make(*args, cwd=REPO, **kw):
-    return subprocess.run(["make", "-s"] + list(args), cwd=cwd, capture_output=True, text=True, timeout=300, **kw)
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    return subprocess.run(["make", "-s"] + list(args), cwd=cwd, capture_output=True, text=True, timeout=300,
+                          env=env, **kw)
 
 
 def tree_copy(dest):
@@ -157,8 +159,9 @@ def test_make_run_on_a_fresh_clone(tmp_path):
     """The README's main command, from a clone of the committed tree: set-up, a traced guest, the verdict."""
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
     r = subprocess.run(["make", "run"], cwd=clone, capture_output=True, text=True, timeout=900,
-                       env=dict(os.environ, PATH=SYSTEM_PATH))
+                       env=dict(env, PATH=SYSTEM_PATH))   # as typed at a shell, not under make test
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     out = r.stdout.splitlines()
     assert "== kvmexit selftest" in out
