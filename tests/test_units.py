@@ -83,6 +83,10 @@ def test_plan_notes_and_refusals():
     assert "UNREADABLE" in plan("kvm_exit", "tp_btf", NEW_NONE)[1][0]
     with pytest.raises(KvmexitError, match="tp_btf mode needs kernel BTF"):
         plan("kvm_exit", "tp_btf", NOBTF)
+    no_typedef = KernelBtf(available=True, proto=None, vendors={"vmx"})
+    assert _kinds(plan("kvm_exit", "auto", no_typedef)[0]) == ["tracepoint"]
+    with pytest.raises(KvmexitError, match="cannot tell kvm_exit's prototype"):
+        plan("kvm_exit", "raw_tp", no_typedef)
     with pytest.raises(KvmexitError, match="-v needs vCPU ids"):
         plan("kvm_exit", "auto", NOBTF, need_vcpu=True, tp_vcpu=False)
     # a record without vcpu_id drops the tracepoint, never the BTF modes

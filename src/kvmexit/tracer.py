@@ -92,9 +92,10 @@ def plan(source, mode, kbtf, need_vcpu=False, tp_ok=True, tp_vcpu=True):
     tracepoint_vcpu = tp_vcpu or source != "kvm_exit"
     if kbtf.available:
         fast = []
-        if source != "kvm_exit" or kbtf.proto == "old" or kbtf.vendors or mode in ("tp_btf", "raw_tp"):
-            if source == "kvm_exit" and proto is None:
-                proto = "new"
+        if source == "kvm_exit" and proto is None and mode in ("tp_btf", "raw_tp"):
+            raise KvmexitError("cannot tell kvm_exit's prototype (no btf_trace_kvm_exit in kernel BTF), so %s "
+                               "cannot find the exit reason; use --mode tracepoint" % mode)
+        if source != "kvm_exit" or proto == "old" or (proto == "new" and (kbtf.vendors or mode in ("tp_btf", "raw_tp"))):
             fast = [Attempt(CORE_OBJECT, PROGRAMS[(source, k, proto)], k) for k in ("tp_btf", "raw_tp")]
             if source == "kvm_exit" and proto == "new" and not kbtf.vendors:
                 notes.append("no vcpu_vmx or vcpu_svm type in kernel BTF (kvm_intel/kvm_amd not loaded?): "
