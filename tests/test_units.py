@@ -152,3 +152,9 @@ def test_selftest_verdict_on_vmx_and_svm_hosts():
     seen[(102, 12)] = 9
     lines, bad = selftest.compare(vmx, seen, 1, exact_set=False)
     assert bad == 1 and "FAIL tid 102      HLT" in [l for l in lines if "FAIL" in l][0]
+
+
+def test_libbpf_private_error_codes_get_libbpf_text():
+    from kvmexit import _libbpf
+    assert str(_libbpf._error(4003, "bpf_object__load")) == "bpf_object__load: Endian mismatch"
+    assert str(_libbpf._error(13, "bpf_object__load")) == "bpf_object__load: Permission denied"

@@ -92,17 +92,22 @@ class btf_param(ct.Structure):
 
 
 # Error checkers: libbpf 1.x's two conventions (and 0.x in strict mode).
+def _error(err, op):
+    """LibbpfError, with libbpf's own text for its private LIBBPF_ERRNO__* codes (4000+)."""
+    return LibbpfError(err, op, "%s: %s" % (op, strerror(err)) if err >= 4000 else None)
+
+
 def _check_ptr(result, func, args):
     # 0.x without strict mode returns ERR_PTR values: keep a guard anyway
     if not result or result >= 2**64 - 4095:
         err = ct.get_errno() or (2**64 - result if result else _errno.EINVAL)
-        raise LibbpfError(err, func.__name__)
+        raise _error(err, func.__name__)
     return result
 
 
 def _check_int(result, func, args):
     if result < 0:
-        raise LibbpfError(-result if result != -1 else (ct.get_errno() or _errno.EINVAL), func.__name__)
+        raise _error(-result if result != -1 else (ct.get_errno() or _errno.EINVAL), func.__name__)
     return result
 
 
@@ -154,8 +159,6 @@ OPTIONAL = {
     "libbpf_major_version": ([], c_u32, None),
     "libbpf_minor_version": ([], c_u32, None),
     "libbpf_set_strict_mode": ([c_int], c_int, None),
-    "bpf_object__next_map": ([P, P], P, None),  # 0.6+
-    "bpf_map__next": ([P, P], P, None),  # 0.5 only
 }
 
 SONAMES = ("libbpf.so.1", "libbpf.so.0")
