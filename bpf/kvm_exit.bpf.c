@@ -27,8 +27,6 @@ const volatile __u32 targ_ntids = 0;
 const volatile __u32 targ_tids[KVMEXIT_MAX_TIDS] = {};
 /* the kvm_exit record has vcpu_id at offset 56 (checked against its format file) */
 const volatile bool tp_has_vcpu_id = false;
-/* --latency: remember each exit until the thread's next kvm_entry */
-const volatile bool targ_latency = false;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -270,7 +268,7 @@ static __always_inline void count_entry(void)
 
 /* the one counting function every program calls */
 static __always_inline void count_exit(__u32 reason, __u8 flags, __u8 isa,
-				       enum vcpu_src src, const void *ptr, __u32 aux)
+				       enum vcpu_src src, const void *ptr, __u32 aux, bool lat)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u64 tag = reason | (__u64)flags << 32 | (__u64)isa << 40;
@@ -300,13 +298,14 @@ static __always_inline void count_exit(__u32 reason, __u8 flags, __u8 isa,
 	if (count_slow(c, id, tag, ptr, isa | (__u64)src << 8 | (__u64)aux << 32))
 		return;
 counted:
-	if (targ_latency)
+	/* a compile-time constant: the programs without --latency carry no trace of it */
+	if (lat)
 		record_exit(c, tag);
 }
 
 #ifndef KVMEXIT_LEGACY
 /* >= 5.16: the reason lives only in the vendor vCPU struct */
-static __always_inline int count_vendor_exit(struct kvm_vcpu *vcpu, __u32 isa)
+static __always_inline int count_vendor_exit(struct kvm_vcpu *vcpu, __u32 isa, bool lat)
 {
 	__u32 reason = 0, flags = 0;
 
@@ -328,41 +327,10 @@ static __always_inline int count_vendor_exit(struct kvm_vcpu *vcpu, __u32 isa)
 	} else {
 		flags = KVMEXIT_KEY_NO_REASON;
 	}
-	count_exit(reason, flags, isa, VCPU_KVM, vcpu, 0);
-	return 0;
-}
-
-SEC("tp_btf/kvm_exit")
-int BPF_PROG(handle_kvm_exit_btf, struct kvm_vcpu *vcpu, __u32 isa)
-{
-	return count_vendor_exit(vcpu, isa);
-}
-
-SEC("raw_tp/kvm_exit")
-int BPF_PROG(handle_kvm_exit_raw, struct kvm_vcpu *vcpu, __u32 isa)
-{
-	return count_vendor_exit(vcpu, isa);
-}
-
-/* <= 5.15: the reason is the first argument */
-SEC("tp_btf/kvm_exit")
-int BPF_PROG(handle_kvm_exit_btf_old, unsigned int exit_reason, struct kvm_vcpu *vcpu, __u32 isa)
-{
-	count_exit(exit_reason, 0, isa, VCPU_KVM, vcpu, 0);
+	count_exit(reason, flags, isa, VCPU_KVM, vcpu, 0, lat);
 	return 0;
 }
 #endif
-
-SEC("raw_tp/kvm_exit")
-int BPF_PROG(handle_kvm_exit_raw_old, unsigned int exit_reason, struct kvm_vcpu *vcpu, __u32 isa)
-{
-#ifdef KVMEXIT_LEGACY
-	count_exit(exit_reason, 0, isa, VCPU_CONST, NULL, KVMEXIT_VCPU_UNKNOWN);
-#else
-	count_exit(exit_reason, 0, isa, VCPU_KVM, vcpu, 0);
-#endif
-	return 0;
-}
 
 /* the classic tracepoint record, at the offsets of arch/x86/kvm/trace.h;
  * userspace checks them against events/kvm/kvm_exit/format before use */
@@ -380,14 +348,62 @@ struct kvmexit_tp_exit {
 	__u32 vcpu_id;		/* 56 */
 };
 
-SEC("tracepoint/kvm/kvm_exit")
-int handle_kvm_exit_tp(struct kvmexit_tp_exit *ctx)
-{
-	count_exit(ctx->exit_reason, 0, ctx->isa, VCPU_CONST, NULL,
-		   tp_has_vcpu_id ? ctx->vcpu_id : KVMEXIT_VCPU_UNKNOWN);
-	/* 1 keeps the record for other perf users (perf kvm stat, kvm_stat) */
-	return 1;
+/* the old prototype's raw_tp: no vCPU id without CO-RE */
+#ifdef KVMEXIT_LEGACY
+#define COUNT_OLD(reason, vcpu, isa, lat) count_exit(reason, 0, isa, VCPU_CONST, NULL, KVMEXIT_VCPU_UNKNOWN, lat)
+#else
+#define COUNT_OLD(reason, vcpu, isa, lat) count_exit(reason, 0, isa, VCPU_KVM, vcpu, 0, lat)
+#endif
+
+/*
+ * The kvm_exit programs, each twice: handle_kvm_exit_<kind> counts, and
+ * handle_kvm_exit_<kind>_lat also remembers the exit for --latency.
+ * _old: <= 5.15's prototype, the reason as the first argument.
+ */
+#ifndef KVMEXIT_LEGACY
+#define KVM_EXIT_BTF_PROGRAMS(sfx, lat)							\
+SEC("tp_btf/kvm_exit")									\
+int BPF_PROG(handle_kvm_exit_btf##sfx, struct kvm_vcpu *vcpu, __u32 isa)		\
+{											\
+	return count_vendor_exit(vcpu, isa, lat);					\
+}											\
+											\
+SEC("raw_tp/kvm_exit")									\
+int BPF_PROG(handle_kvm_exit_raw##sfx, struct kvm_vcpu *vcpu, __u32 isa)		\
+{											\
+	return count_vendor_exit(vcpu, isa, lat);					\
+}											\
+											\
+SEC("tp_btf/kvm_exit")									\
+int BPF_PROG(handle_kvm_exit_btf_old##sfx, unsigned int exit_reason,			\
+	     struct kvm_vcpu *vcpu, __u32 isa)						\
+{											\
+	COUNT_OLD(exit_reason, vcpu, isa, lat);						\
+	return 0;									\
 }
+KVM_EXIT_BTF_PROGRAMS(, false)
+KVM_EXIT_BTF_PROGRAMS(_lat, true)
+#endif
+
+#define KVM_EXIT_PROGRAMS(sfx, lat)							\
+SEC("raw_tp/kvm_exit")									\
+int BPF_PROG(handle_kvm_exit_raw_old##sfx, unsigned int exit_reason,			\
+	     struct kvm_vcpu *vcpu, __u32 isa)						\
+{											\
+	COUNT_OLD(exit_reason, vcpu, isa, lat);						\
+	return 0;									\
+}											\
+											\
+SEC("tracepoint/kvm/kvm_exit")								\
+int handle_kvm_exit_tp##sfx(struct kvmexit_tp_exit *ctx)				\
+{											\
+	count_exit(ctx->exit_reason, 0, ctx->isa, VCPU_CONST, NULL,			\
+		   tp_has_vcpu_id ? ctx->vcpu_id : KVMEXIT_VCPU_UNKNOWN, lat);		\
+	/* 1 keeps the record for other perf users (perf kvm stat, kvm_stat) */	\
+	return 1;									\
+}
+KVM_EXIT_PROGRAMS(, false)
+KVM_EXIT_PROGRAMS(_lat, true)
 
 /* --latency: kvm_entry, whatever its prototype (only the current thread matters) */
 #ifndef KVMEXIT_LEGACY
@@ -429,7 +445,7 @@ struct kvmexit_tp_pio {
 SEC("tracepoint/kvm/kvm_pio")
 int handle_kvm_pio_tp(struct kvmexit_tp_pio *ctx)
 {
-	count_exit(ctx->port, 0, KVMEXIT_ISA_PIO, VCPU_CONST, NULL, ctx->val);
+	count_exit(ctx->port, 0, KVMEXIT_ISA_PIO, VCPU_CONST, NULL, ctx->val, false);
 	return 1;
 }
 
@@ -437,7 +453,7 @@ SEC("raw_tp/kvm_pio")
 int BPF_PROG(handle_kvm_pio_raw, unsigned int rw, unsigned int port, unsigned int size,
 	     unsigned int count, const void *data)
 {
-	count_exit(port, 0, KVMEXIT_ISA_PIO, VCPU_PIO, data, size);
+	count_exit(port, 0, KVMEXIT_ISA_PIO, VCPU_PIO, data, size, false);
 	return 0;
 }
 
@@ -446,7 +462,7 @@ SEC("tp_btf/kvm_pio")
 int BPF_PROG(handle_kvm_pio_btf, unsigned int rw, unsigned int port, unsigned int size,
 	     unsigned int count, const void *data)
 {
-	count_exit(port, 0, KVMEXIT_ISA_PIO, VCPU_PIO, data, size);
+	count_exit(port, 0, KVMEXIT_ISA_PIO, VCPU_PIO, data, size, false);
 	return 0;
 }
 #endif
@@ -465,14 +481,14 @@ struct kvmexit_tp_msr {
 SEC("tracepoint/kvm/kvm_msr")
 int handle_kvm_msr_tp(struct kvmexit_tp_msr *ctx)
 {
-	count_exit(ctx->ecx, 0, KVMEXIT_ISA_MSR, VCPU_CONST, NULL, KVMEXIT_VCPU_UNKNOWN);
+	count_exit(ctx->ecx, 0, KVMEXIT_ISA_MSR, VCPU_CONST, NULL, KVMEXIT_VCPU_UNKNOWN, false);
 	return 1;
 }
 
 SEC("raw_tp/kvm_msr")
 int BPF_PROG(handle_kvm_msr_raw, unsigned int write, __u32 ecx)
 {
-	count_exit(ecx, 0, KVMEXIT_ISA_MSR, VCPU_CONST, NULL, KVMEXIT_VCPU_UNKNOWN);
+	count_exit(ecx, 0, KVMEXIT_ISA_MSR, VCPU_CONST, NULL, KVMEXIT_VCPU_UNKNOWN, false);
 	return 0;
 }
 
@@ -480,7 +496,7 @@ int BPF_PROG(handle_kvm_msr_raw, unsigned int write, __u32 ecx)
 SEC("tp_btf/kvm_msr")
 int BPF_PROG(handle_kvm_msr_btf, unsigned int write, __u32 ecx)
 {
-	count_exit(ecx, 0, KVMEXIT_ISA_MSR, VCPU_CONST, NULL, KVMEXIT_VCPU_UNKNOWN);
+	count_exit(ecx, 0, KVMEXIT_ISA_MSR, VCPU_CONST, NULL, KVMEXIT_VCPU_UNKNOWN, false);
 	return 0;
 }
 #endif

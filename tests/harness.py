@@ -47,14 +47,13 @@ class FakeMem:
 class KvmExitObject:
     """kvm_exit.bpf.o loaded for test runs, CO-RE relocated against btf_path."""
 
-    def __init__(self, prog, btf_path=None, filt=Filter(), max_entries=64, tp_has_vcpu_id=True,
-                 also=(), latency=False):
+    def __init__(self, prog, btf_path=None, filt=Filter(), max_entries=64, tp_has_vcpu_id=True, also=()):
         self.prog = prog
         self.obj = BpfObject(object_bytes(CORE_OBJECT), btf_custom_path=btf_path)
         self.obj.autoload_only({prog, *also}, CORE_PROGRAMS)
         for m in (MAP_COUNTS, MAP_PENDING, MAP_LATENCY):
             self.obj.set_max_entries(m, max_entries)
-        self.obj.set_rodata(filt.rodata(tp_has_vcpu_id, latency))
+        self.obj.set_rodata(filt.rodata(tp_has_vcpu_id))
         self.obj.load()
         self.max_entries = max_entries
 

@@ -208,7 +208,7 @@ def test_latency_attaches_exit_and_entry(mode):
     # the kvm_exit and the kvm_entry program of that mode
     kind = {"tp_btf": "btf", "raw_tp": "raw", "tracepoint": "tp"}[mode]
     assert sorted(pr["name"] for pr in json.loads(names) if pr["id"] in progs) == \
-        ["handle_kvm_entry_" + kind, "handle_kvm_exit_" + kind]
+        ["handle_kvm_entry_" + kind, "handle_kvm_exit_%s_lat" % kind]
     assert out.splitlines()[2] == ("PID      TID      KVM_EXIT_REASON                     COUNT      TOTAL_us     "
                                    "MIN_us     AVG_us     MAX_us")
 

@@ -95,7 +95,7 @@ class Firer:
             code = reason if reason != 0xFFFFFFFF or not lay.code64 else 0xFFFFFFFFFFFFFFFF
             mem.write(vmcb, {EXIT_CODE_OFF: struct.pack("<Q" if lay.code64 else "<I", code)})
         mem.write(elem, fields)
-        args = [mem.addrs[elem], self.isa] if self.obj.prog.endswith("_raw") \
+        args = [mem.addrs[elem], self.isa] if "_raw_old" not in self.obj.prog \
             else [reason, mem.addrs[elem], self.isa]
         for _ in range(n):
             worker.call(lambda: self.obj.run(*args))
@@ -254,8 +254,8 @@ def _bucket(ns):
 def test_latency_from_exit_to_entry(corpus, merged, fakemem, workers):
     """--latency: raw_tp exit and entry programs run with known sleeps between them."""
     a, b, _ = workers
-    obj = KvmExitObject("handle_kvm_exit_raw", merged("debian-6.12-amd64", "kvm-intel"),
-                        also=("handle_kvm_entry_raw",), latency=True)
+    obj = KvmExitObject("handle_kvm_exit_raw_lat", merged("debian-6.12-amd64", "kvm-intel"),
+                        also=("handle_kvm_entry_raw",))
     f = Firer(fakemem, KERNELS["debian-6.12-amd64"], "vmx", obj)
     bounds = {}   # reason -> [(inner, outer)]: the kernel's delta lies between
 

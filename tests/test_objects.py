@@ -11,7 +11,7 @@ from elftools.elf.elffile import ELFFile
 import kvmexit
 from kvmexit import _libbpf, abi
 from kvmexit.bpf import CORE_OBJECT, LEGACY_OBJECT, BpfObject, object_bytes
-from kvmexit.tracer import CORE_PROGRAMS, ENTRY_PROGRAMS, LEGACY_PROGRAMS, PROGRAMS, Filter
+from kvmexit.tracer import CORE_PROGRAMS, ENTRY_PROGRAMS, EXIT_PROGRAMS, LEGACY_PROGRAMS, PROGRAMS, Filter
 
 OBJDIR = Path(kvmexit.__file__).parent / "bpf"
 SECTIONS = {
@@ -24,6 +24,7 @@ SECTIONS = {
     "handle_kvm_entry_btf": "tp_btf/kvm_entry", "handle_kvm_entry_raw": "raw_tp/kvm_entry",
     "handle_kvm_entry_tp": "tracepoint/kvm/kvm_entry",
 }
+SECTIONS.update({p + "_lat": sec for p, sec in list(SECTIONS.items()) if p.startswith("handle_kvm_exit_")})
 
 
 def _elf(name):
@@ -67,7 +68,8 @@ def test_object_shape(name, programs, core):
         relos = _core_relo_len(elf)
         # the legacy object must load where kernel BTF is missing: no CO-RE at all
         assert relos > 200 if core else relos == 0
-    assert set(PROGRAMS.values()) | set(ENTRY_PROGRAMS.values()) == set(CORE_PROGRAMS)
+    assert set(PROGRAMS.values()) | set(ENTRY_PROGRAMS.values()) | {p + "_lat" for p in EXIT_PROGRAMS} \
+        == set(CORE_PROGRAMS)
 
 
 def _members(lib, btf, name):
@@ -101,7 +103,7 @@ def test_rodata_layout_matches_filter():
     """Unprivileged: open (not load) the object and read .rodata's variables."""
     with BpfObject(object_bytes(CORE_OBJECT)) as obj:
         layout = obj.rodata_layout()
-        values = Filter(tgid=5, tids=(1, 2), vcpu=3).rodata(True, latency=True)
+        values = Filter(tgid=5, tids=(1, 2), vcpu=3).rodata(True)
         lat_zero = layout.pop("lat_zero")   # the zero template of --latency's map, not a setting
         assert lat_zero[1] == ct.sizeof(abi.kvmexit_lat)
         assert {k: v[1] for k, v in layout.items()} == {k: len(v) for k, v in values.items()}

@@ -39,8 +39,12 @@ PROGRAMS = {
 # --latency: kvm_entry, attached the same way as the exit program
 ENTRY_PROGRAMS = {"tp_btf": "handle_kvm_entry_btf", "raw_tp": "handle_kvm_entry_raw",
                   "tracepoint": "handle_kvm_entry_tp"}
-CORE_PROGRAMS = sorted(set(PROGRAMS.values()) | set(ENTRY_PROGRAMS.values()))
-LEGACY_PROGRAMS = ["handle_kvm_exit_raw_old", "handle_kvm_exit_tp", "handle_kvm_pio_raw", "handle_kvm_pio_tp",
+# --latency: each kvm_exit program has a twin that also remembers the exit
+LATENCY = "_lat"
+EXIT_PROGRAMS = sorted(p for (source, _, _), p in PROGRAMS.items() if source == "kvm_exit")
+CORE_PROGRAMS = sorted(set(PROGRAMS.values()) | set(ENTRY_PROGRAMS.values()) | {p + LATENCY for p in EXIT_PROGRAMS})
+LEGACY_PROGRAMS = ["handle_kvm_exit_raw_old", "handle_kvm_exit_tp", "handle_kvm_exit_raw_old_lat",
+                   "handle_kvm_exit_tp_lat", "handle_kvm_pio_raw", "handle_kvm_pio_tp",
                    "handle_kvm_msr_raw", "handle_kvm_msr_tp", "handle_kvm_entry_raw", "handle_kvm_entry_tp"]
 
 
@@ -51,8 +55,8 @@ class Filter:
     tids: tuple = ()
     vcpu: int = None
 
-    def rodata(self, tp_has_vcpu_id, latency=False):
-        """The .rodata values of kvm_exit.bpf.c for this filter (and --latency)."""
+    def rodata(self, tp_has_vcpu_id):
+        """The .rodata values of kvm_exit.bpf.c for this filter."""
         if len(self.tids) > KVMEXIT_MAX_TIDS:
             raise KvmexitError("at most %d TIDs can be traced at once" % KVMEXIT_MAX_TIDS)
         u32 = lambda v: int(v).to_bytes(4, "little")
@@ -63,7 +67,6 @@ class Filter:
             "targ_ntids": u32(len(self.tids)),
             "targ_tids": b"".join(u32(t) for t in tids),
             "tp_has_vcpu_id": bytes([1 if tp_has_vcpu_id else 0]),
-            "targ_latency": bytes([1 if latency else 0]),
         }
 
 
@@ -182,13 +185,14 @@ class Tracer:
                                     tp_ok, tp_vcpu)
         if self.latency and self.source != "kvm_exit":
             raise KvmexitError("--latency times kvm_exit to kvm_entry; the calibration hooks have no entry")
-        rodata = self.filt.rodata(tp_vcpu, self.latency)
+        rodata = self.filt.rodata(tp_vcpu)
         self.ncpu = maps.possible_cpus()
         if any(a.kind == "tracepoint" for a in attempts):
             kernel.debugfs_for_old_libbpf(_libbpf.load().version)
         for a in attempts:
             obj = None
-            progs = {a.prog} | ({ENTRY_PROGRAMS[a.kind]} if self.latency else set())
+            prog = a.prog + LATENCY if self.latency else a.prog
+            progs = {prog, ENTRY_PROGRAMS[a.kind]} if self.latency else {prog}
             try:
                 obj = BpfObject(object_bytes(a.obj))
                 obj.autoload_only(progs, CORE_PROGRAMS if a.obj == CORE_OBJECT else LEGACY_PROGRAMS)
@@ -196,7 +200,7 @@ class Tracer:
                     obj.set_max_entries(m, self.max_entries if self.latency or m == MAP_COUNTS else 1)
                 obj.set_rodata(rodata)
                 obj.load()
-                obj.attach(a.prog, a.kind, self.source)
+                obj.attach(prog, a.kind, self.source)
                 if self.latency:
                     obj.attach(ENTRY_PROGRAMS[a.kind], a.kind, "kvm_entry")
             except KvmexitError as e:
