@@ -69,17 +69,20 @@ def stop_on_signals():
 
 
 def _sleep_until(t, on_tick=None):
-    """Sleep until monotonic time t or STOP, waking every second for on_tick().
+    """Sleep until monotonic time t or STOP, waking for on_tick() after 0.1,
+    0.3, 0.7, 1.5 s and then every second (short-lived threads get named too).
 
     Returns:
         True if stopped by a signal.
     """
+    step = 0.1
     while True:
         left = t - time.monotonic()
         if left <= 0:
             return STOP.is_set()
-        if STOP.wait(min(left, 1.0)):
+        if STOP.wait(min(left, step if on_tick else 1.0)):
             return True
+        step = min(step * 2, 1.0)
         if on_tick is not None:
             on_tick()
 
