@@ -128,8 +128,9 @@ def test_guest_assembly():
 
 def test_debugfs_is_left_alone_with_libbpf_1(monkeypatch):
     from kvmexit import kernel
+    import subprocess
     calls = []
-    monkeypatch.setattr(kernel.subprocess, "run", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: calls.append(a))
     kernel.debugfs_for_old_libbpf((1, 1, 2))
     assert calls == []
 

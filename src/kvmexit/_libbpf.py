@@ -10,7 +10,6 @@ Supported: libbpf 0.5 and newer.  libbpf 1.x reports errors as NULL + errno
 or as -errno; 0.x does so only in strict mode, which load() switches on.
 """
 import ctypes as ct
-import ctypes.util
 import errno as _errno
 import os
 
@@ -258,6 +257,7 @@ def _load_libc():
     try:
         return ct.CDLL("libc.so.6", use_errno=True)
     except OSError:
+        import ctypes.util
         return ct.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
 

@@ -4,7 +4,6 @@ kernel BTF (kvm_exit prototype, vendor vCPU types) and the VMs on the host."""
 import ctypes as ct
 import os
 import re
-import subprocess
 from dataclasses import dataclass, field
 
 from . import _libbpf
@@ -19,6 +18,7 @@ def tracefs(mount=True):
         if os.path.isdir(os.path.join(d, "events")):
             return d
     if mount and os.geteuid() == 0 and os.path.isdir(TRACEFS_DIRS[0]):
+        import subprocess
         subprocess.run(["mount", "-t", "tracefs", "nodev", TRACEFS_DIRS[0]],
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
         if os.path.isdir(os.path.join(TRACEFS_DIRS[0], "events")):
@@ -32,6 +32,7 @@ def debugfs_for_old_libbpf(version):
     if version >= (1, 0) or os.path.isdir("/sys/kernel/debug/tracing/events"):
         return
     if os.geteuid() == 0 and os.path.isdir("/sys/kernel/debug"):
+        import subprocess
         subprocess.run(["mount", "-t", "debugfs", "nodev", "/sys/kernel/debug"],
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
     if not os.path.isdir("/sys/kernel/debug/tracing/events"):
