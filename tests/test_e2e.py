@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import struct
 import subprocess
 import time
 from pathlib import Path
@@ -271,3 +272,38 @@ def test_says_when_kvm_exit_stays_silent(monkeypatch, capsys):
     assert captured.out.splitlines()[-1] == HEADER
     assert ("kvmexit: note: kvm:kvm_exit never fired although 1 process(es) hold KVM vCPUs (pid %d): "
             "this host's KVM may not emit it; run 'kvmexit selftest'" % g.pid) in captured.err.splitlines()
+
+
+def _perf_counters(event_id, ncpu):
+    """Counting perf events on a tracepoint, one per CPU (what perf stat -e kvm:... opens)."""
+    import ctypes as ct
+    libc = ct.CDLL(None, use_errno=True)
+    attr = bytearray(128)                                 # struct perf_event_attr
+    struct.pack_into("<IIQ", attr, 0, 2, len(attr), event_id)   # PERF_TYPE_TRACEPOINT, size, config
+    fds = []
+    for cpu in range(ncpu):
+        buf = (ct.c_char * len(attr)).from_buffer(attr)
+        fd = libc.syscall(298, buf, -1, cpu, -1, 0)       # perf_event_open (x86-64)
+        assert fd >= 0, os.strerror(ct.get_errno())
+        fds.append(fd)
+    return fds
+
+
+def test_other_perf_users_still_see_the_events():
+    """The classic tracepoint program returns 1: a perf counter on the same
+    tracepoint counts every event while kvmexit runs (bcc's returned 0)."""
+    event_id = int((Path(kernel.tracefs()) / "events/kvm/kvm_pio/id").read_text())
+    fds = _perf_counters(event_id, os.cpu_count())
+    try:
+        g = GuestProc(["sync,out:0x80:377"], migrate=None)
+        t = Tracer("--mode", "tracepoint", "-p", g.pid)
+        g.finish()
+        out = t.stop()
+        seen = sum(struct.unpack("<Q", os.read(fd, 8))[0] for fd in fds)
+    finally:
+        for fd in fds:
+            os.close(fd)
+    assert "%-35s %-8u" % (port(0x80), 377) in out.splitlines()
+    # the first sync out (before kvmexit attached), the outs and the final done-port out;
+    # a program returning 0 would leave the counter at 1
+    assert seen == 1 + 377 + 1
