@@ -222,6 +222,10 @@ class Guest:
         except OSError as e:
             self.errors.append("vCPU %d: setup failed: %s" % (i, e))
             self._ready.abort()
+            if run is not None:
+                run.close()
+            if vcpu is not None:
+                os.close(vcpu)
             return
         try:
             self._ready.wait()
