@@ -210,27 +210,33 @@ class Guest:
         _libc.prctl(PR_SET_NAME, ("CPU %d/KVM" % i).encode(), 0, 0, 0)
         vcpu = run = None
         try:
-            vcpu = fcntl.ioctl(self._vm, KVM_CREATE_VCPU, i)
-            run = mmap.mmap(vcpu, self._run_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-            sregs = bytearray(312)
-            fcntl.ioctl(vcpu, KVM_GET_SREGS, sregs)
-            struct.pack_into("<QIH", sregs, 0, 0, 0xFFFF, 0)  # cs: base 0, limit 64K, selector 0
-            fcntl.ioctl(vcpu, KVM_SET_SREGS, bytes(sregs))
-            regs = bytearray(144)
-            struct.pack_into("<QQ", regs, 128, CODE_BASE + i * CODE_STRIDE, 0x2)  # rip, rflags
-            fcntl.ioctl(vcpu, KVM_SET_REGS, bytes(regs))
-        except OSError as e:
-            self.errors.append("vCPU %d: setup failed: %s" % (i, e))
-            self._ready.abort()
+            try:
+                vcpu = fcntl.ioctl(self._vm, KVM_CREATE_VCPU, i)
+                run = mmap.mmap(vcpu, self._run_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+                sregs = bytearray(312)
+                fcntl.ioctl(vcpu, KVM_GET_SREGS, sregs)
+                struct.pack_into("<QIH", sregs, 0, 0, 0xFFFF, 0)  # cs: base 0, limit 64K, selector 0
+                fcntl.ioctl(vcpu, KVM_SET_SREGS, bytes(sregs))
+                regs = bytearray(144)
+                struct.pack_into("<QQ", regs, 128, CODE_BASE + i * CODE_STRIDE, 0x2)  # rip, rflags
+                fcntl.ioctl(vcpu, KVM_SET_REGS, bytes(regs))
+            except OSError as e:
+                self.errors.append("vCPU %d: setup failed: %s" % (i, e))
+                self._ready.abort()
+                return
+            try:
+                self._ready.wait()
+            except threading.BrokenBarrierError:
+                return
+            self._run(i, vcpu, run, regs)
+        finally:
             if run is not None:
                 run.close()
             if vcpu is not None:
                 os.close(vcpu)
-            return
-        try:
-            self._ready.wait()
-        except threading.BrokenBarrierError:
-            return
+
+    def _run(self, i, vcpu, run, regs):
+        """KVM_RUN until the program's done port (and no repeat asked)."""
         nsync = exits = 0
         try:
             while True:
@@ -257,9 +263,6 @@ class Guest:
                     return
         except OSError as e:
             self.errors.append("vCPU %d: KVM_RUN failed: %s" % (i, e))
-        finally:
-            run.close()
-            os.close(vcpu)
 
     def start(self):
         """Create the vCPUs, each on its own thread; return once all are ready to run."""
