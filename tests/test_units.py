@@ -159,3 +159,22 @@ def test_libbpf_private_error_codes_get_libbpf_text():
     from kvmexit import _libbpf
     assert str(_libbpf._error(4003, "bpf_object__load")) == "bpf_object__load: Endian mismatch"
     assert str(_libbpf._error(13, "bpf_object__load")) == "bpf_object__load: Permission denied"
+
+
+@pytest.mark.parametrize("exc,message", [
+    (FileNotFoundError, "/dev/kvm not found: load kvm (modprobe kvm_intel or kvm_amd) "
+                        "or enable virtualization for this machine"),
+    (PermissionError, "/dev/kvm is not accessible: run as root or join the kvm group"),
+])
+def test_guest_says_why_dev_kvm_is_unusable(monkeypatch, capsys, exc, message):
+    from kvmexit import cli
+
+    def refuse(path, flags):
+        raise exc(path)
+    monkeypatch.setattr(guest.os, "open", refuse)
+    with pytest.raises(KvmexitError, match="^%s$" % message.replace("(", r"\(").replace(")", r"\)")):
+        guest.Guest([[guest.Step("hlt")]])
+    with pytest.raises(SystemExit) as e:
+        cli.main(["guest"])
+    assert e.value.code == 1
+    assert capsys.readouterr().err == "kvmexit guest: %s\n" % message
