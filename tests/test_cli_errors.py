@@ -100,3 +100,16 @@ def test_help_and_version():
         assert opt in r.stdout
     r = run_kvmexit("--version")
     assert (r.returncode, r.stdout) == (0, "kvmexit, version %s\n" % __import__("kvmexit").__version__)
+
+
+def test_libbpf_too_old(monkeypatch, capsys):
+    class Old:  # a libbpf before 0.5: no btf__load_vmlinux_btf
+        pass
+    monkeypatch.setattr(_libbpf, "_lib", None)
+    monkeypatch.setattr(_libbpf.ct, "CDLL", lambda *a, **k: Old())
+    monkeypatch.setattr(cli, "_caps_ok", lambda: True)
+    with pytest.raises(SystemExit) as e:
+        cli.main(["1"])
+    assert e.value.code == 1
+    assert capsys.readouterr().err == ("kvmexit: libbpf older than 0.5 (libbpf.so.1); "
+                                       "install libbpf 0.5 or newer\n")
