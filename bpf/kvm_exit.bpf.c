@@ -8,7 +8,8 @@
  *    classic tracepoint;
  *  - kvm_exit_legacy.bpf.o (-DKVMEXIT_LEGACY): no CO-RE relocation at all,
  *    so it loads where kernel BTF is missing or unreadable by this libbpf.
- * Both hold the kvm_pio calibration programs (kvmexit selftest).
+ * Both hold the kvm_entry programs (--latency) and the calibration programs
+ * on kvm_pio and kvm_msr (kvmexit selftest, make bench).
  */
 #include "kvm_min.h"
 #include <bpf/bpf_helpers.h>
