@@ -292,8 +292,12 @@ def test_latency_from_exit_to_entry(corpus, merged, fakemem, workers):
         assert min(inner) <= s.min_ns <= min(outer)
         assert max(inner) <= s.max_ns <= max(outer)
         assert sum(s.hist) == s.count
-        want = [0] * 32
+        # each sample's bucket lies between those of its bounds (the same one unless a
+        # sleep overshot a power of two, which the sleeps chosen leave 0.35 ms or more for)
+        must, may = [0] * 32, [0] * 32
         for i, o in bs:
-            assert _bucket(i) == _bucket(o), "sleep overshot into the next bucket"
-            want[_bucket(i)] += 1
-        assert list(s.hist) == want
+            must[_bucket(i)] += _bucket(i) == _bucket(o)
+            for b in range(_bucket(i), _bucket(o) + 1):
+                may[b] += 1
+        assert all(lo <= h <= hi for lo, h, hi in zip(must, s.hist, may)), (s.hist, must, may)
+        assert sum(must) < len(bs) or list(s.hist) == must
