@@ -69,14 +69,19 @@ def test_not_root():
     assert_nothing_left(before)
 
 
-def test_libbpf_missing(monkeypatch, capsys):
-    monkeypatch.setattr(_libbpf, "_lib", None)
-    monkeypatch.setattr(_libbpf, "SONAMES", ("libbpf-absent.so.9",))
+def _runtime_error(monkeypatch, capsys):
+    """Run `kvmexit 1` in-process as root would; return its stderr (exit status 1 asserted)."""
     monkeypatch.setattr(cli, "_caps_ok", lambda: True)
     with pytest.raises(SystemExit) as e:
         cli.main(["1"])
     assert e.value.code == 1
-    err = capsys.readouterr().err.splitlines()
+    return capsys.readouterr().err
+
+
+def test_libbpf_missing(monkeypatch, capsys):
+    monkeypatch.setattr(_libbpf, "_lib", None)
+    monkeypatch.setattr(_libbpf, "SONAMES", ("libbpf-absent.so.9",))
+    err = _runtime_error(monkeypatch, capsys).splitlines()
     assert len(err) == 1 and err[0].startswith("kvmexit: libbpf not found (")
     assert err[0].endswith("install it: apt-get install libbpf1")
 
@@ -84,12 +89,8 @@ def test_libbpf_missing(monkeypatch, capsys):
 def test_kvm_not_loaded(monkeypatch, tmp_path, capsys):
     (tmp_path / "events" / "sched").mkdir(parents=True)
     monkeypatch.setattr(kernel, "TRACEFS_DIRS", (str(tmp_path),))
-    monkeypatch.setattr(cli, "_caps_ok", lambda: True)
-    with pytest.raises(SystemExit) as e:
-        cli.main(["1"])
-    assert e.value.code == 1
-    assert capsys.readouterr().err == ("kvmexit: tracepoint kvm:kvm_exit not found: the kvm module is not "
-                                       "loaded (modprobe kvm_intel or kvm_amd)\n")
+    assert _runtime_error(monkeypatch, capsys) == ("kvmexit: tracepoint kvm:kvm_exit not found: the kvm module "
+                                                   "is not loaded (modprobe kvm_intel or kvm_amd)\n")
 
 
 def test_help_and_version():
@@ -107,9 +108,5 @@ def test_libbpf_too_old(monkeypatch, capsys):
         pass
     monkeypatch.setattr(_libbpf, "_lib", None)
     monkeypatch.setattr(_libbpf.ct, "CDLL", lambda *a, **k: Old())
-    monkeypatch.setattr(cli, "_caps_ok", lambda: True)
-    with pytest.raises(SystemExit) as e:
-        cli.main(["1"])
-    assert e.value.code == 1
-    assert capsys.readouterr().err == ("kvmexit: libbpf older than 0.5 (libbpf.so.1); "
-                                       "install libbpf 0.5 or newer\n")
+    assert _runtime_error(monkeypatch, capsys) == ("kvmexit: libbpf older than 0.5 (libbpf.so.1); "
+                                                   "install libbpf 0.5 or newer\n")
