@@ -301,3 +301,24 @@ def test_latency_from_exit_to_entry(corpus, merged, fakemem, workers):
                 may[b] += 1
         assert all(lo <= h <= hi for lo, h, hi in zip(must, s.hist, may)), (s.hist, must, may)
         assert sum(must) < len(bs) or list(s.hist) == must
+
+
+def test_readout_without_batch_lookups_is_the_same(fakemem, workers, monkeypatch):
+    """Kernels before 5.6 have no BPF_MAP_LOOKUP_BATCH for hashes: the per-key fallback reads the same."""
+    import errno
+    from kvmexit import _libbpf as lb
+    a, b, _ = workers
+    obj = KvmExitObject("handle_kvm_exit_raw")
+    try:
+        for w, n in ((a, 3), (b, 5), (a, 2)):
+            fakemem.write(0, {VCPU_ID_OFF: struct.pack("<i", 1)})
+            for _ in range(n):
+                w.call(lambda: obj.run(fakemem.addrs[0], KVMEXIT_ISA_VMX))
+        batched = obj.read()
+        lib = lb.load()
+        monkeypatch.setattr(lib, "bpf_map_lookup_batch", lambda *args: -errno.EINVAL)
+        assert obj.read() == batched
+    finally:
+        obj.close()
+    assert batched == ({(os.getpid(), a.tid, 0, 1, KVMEXIT_ISA_VMX, KVMEXIT_KEY_NO_REASON): 5,
+                        (os.getpid(), b.tid, 0, 1, KVMEXIT_ISA_VMX, KVMEXIT_KEY_NO_REASON): 5}, 0)
