@@ -69,10 +69,11 @@ dist: setup build
 	rm -rf dist/kvmexit-* && $(VENV)/bin/python -m build --no-isolation --outdir dist . >/dev/null
 	@ls dist/kvmexit-*
 
-# one file: the package and click, run by the host's python3 (>= 3.9)
+# one file: the package and click, run by the host's python3 (>= 3.9: click 8.2+ needs 3.10)
+ZIPAPP_CLICK ?= click>=8.1,<8.2
 zipapp: dist
 	rm -rf build/zipapp && $(VENV)/bin/pip install -q --disable-pip-version-check --no-compile \
-		--target build/zipapp dist/kvmexit-*.whl
+		--target build/zipapp --no-deps dist/kvmexit-*.whl '$(ZIPAPP_CLICK)'
 	rm -rf build/zipapp/bin build/zipapp/share build/zipapp/*.dist-info
 	$(VENV)/bin/python -m zipapp build/zipapp -p '/usr/bin/env python3' -m 'kvmexit.cli:main' -c \
 		-o dist/kvmexit.pyz
