@@ -307,3 +307,15 @@ def test_other_perf_users_still_see_the_events():
     # the first sync out (before kvmexit attached), the outs and the final done-port out;
     # a program returning 0 would leave the counter at 1
     assert seen == 1 + 377 + 1
+
+
+def test_full_map_drops_footer():
+    """More (thread, reason) pairs than --max-entries: exact counts for those that fit, the rest in the footer."""
+    g = GuestProc(["sync,out:0x80:10,out:0x81:20,out:0x82:30"], migrate=None)
+    t = Tracer("--max-entries", 2, "-t", g.tids[0])
+    g.finish()
+    assert t.stop() == "\n" + "\n".join([
+        "KVM_EXIT_REASON                     COUNT",
+        "%-35s %-8u" % (port(0x81), 20),
+        "%-35s %-8u" % (port(0x80), 10),
+        "Dropped 31 exits: the counts map (2 entries) was full; raise --max-entries"]) + "\n"
