@@ -192,7 +192,6 @@ def bench_readout(repeats):
         try:
             keys, values, _ = synthetic(nkeys, ncpu)
             fd = obj.map_fd(MAP_COUNTS)
-            import ctypes as ct
             from kvmexit import _libbpf
             lib = _libbpf.load()
             for i in range(nkeys):

@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import socket
-import struct
 import subprocess
 import time
 import urllib.request
@@ -15,7 +14,7 @@ import urllib.request
 import pytest
 
 from conftest import KVMEXIT, kvmexit_progs
-from kvmexit import output, procinfo, report
+from kvmexit import output, report
 from kvmexit.guest import DONE_PORT, SYNC_PORT
 from kvmexit.maps import LatencyStat
 from kvmexit.procinfo import vm_name_from_argv

@@ -4,7 +4,6 @@ usage and 1 for runtime errors, never a traceback, nothing left attached."""
 import os
 import shutil
 import subprocess
-import sys
 
 import pytest
 

@@ -7,7 +7,6 @@ memory at the offsets the corpus README lists for that kernel (an
 independent source, not libbpf's relocation); the raw_tp programs run on
 them under BPF_PROG_TEST_RUN from real threads moved between CPUs.
 """
-import ctypes as ct
 import os
 import struct
 import time

@@ -1,6 +1,5 @@
 # SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 """Pure functions: per-CPU combination, mode planning, guest programs."""
-import ctypes as ct
 import struct
 
 import pytest

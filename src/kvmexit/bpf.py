@@ -69,7 +69,6 @@ class BpfObject:
                 opts.btf_custom_path = str(btf_custom_path).encode()
         self._ptr = lib.bpf_object__open_mem(self._data, len(data), ct.byref(opts))
         self._links = []
-        self.loaded = False
 
     def __enter__(self):
         return self
@@ -142,7 +141,6 @@ class BpfObject:
     # -- load, attach -----------------------------------------------------
     def load(self):
         self._lib.bpf_object__load(self._obj())
-        self.loaded = True
 
     def attach(self, prog_name, kind, tp_name, category="kvm"):
         """Attach one program.

@@ -16,6 +16,7 @@ import time
 import click
 
 from . import __version__, procinfo, report
+from .abi import KVMEXIT_VCPU_UNKNOWN
 from .errors import KvmexitError
 from .tracer import DEFAULT_MAX_ENTRIES, MODES, Filter, Tracer
 
@@ -35,7 +36,7 @@ def _value(row, label, names):
     if label == "tid":
         return str(row.tid)
     if label == "vcpu":
-        return "" if row.vcpu == 0xFFFF else str(row.vcpu)
+        return "" if row.vcpu == KVMEXIT_VCPU_UNKNOWN else str(row.vcpu)
     if label == "isa":
         return row.isa_name
     return row.name

@@ -14,7 +14,6 @@ import time
 
 import click
 
-from .errors import KvmexitError
 from .guest import Guest, parse_program
 from .selftest import migrate_every, workload
 

@@ -9,7 +9,6 @@ Mode choice (kernel-and-libbpf.md 5), from kernel BTF:
     new prototype, no vendor BTF -> tracepoint
     no usable kernel BTF         -> raw_tp (legacy object) -> tracepoint (legacy)
 """
-import ctypes as ct
 import errno
 import os
 from dataclasses import dataclass, field
