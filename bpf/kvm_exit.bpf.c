@@ -236,7 +236,8 @@ static __always_inline __u32 log2_u64(__u64 v)
 /* --latency: the thread enters the guest again; account its pending exit */
 static __always_inline void count_entry(void)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid(), slot;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u64 slot;
 	struct kvmexit_pending *p;
 	struct kvmexit_lat *l;
 	__u64 delta;
@@ -265,7 +266,10 @@ static __always_inline void count_entry(void)
 	slot = log2_u64(delta);
 	if (slot >= KVMEXIT_LAT_SLOTS)
 		slot = KVMEXIT_LAT_SLOTS - 1;
-	l->hist[slot]++;
+	/* a 64-bit mask the verifier of Linux 6.1 takes as the bound (it loses
+	 * the clamp's); the barrier keeps clang from folding the mask away */
+	barrier_var(slot);
+	l->hist[slot & (KVMEXIT_LAT_SLOTS - 1)]++;
 }
 
 /* the one counting function every program calls */
@@ -311,6 +315,13 @@ static __always_inline int count_vendor_exit(struct kvm_vcpu *vcpu, __u32 isa, b
 {
 	__u32 reason = 0, flags = 0;
 
+	/* tp_btf arguments may be NULL for the verifier since Linux 6.13:
+	 * no arithmetic on vcpu before this test.  KVM never passes NULL;
+	 * if it did, the exit would still be counted, as unreadable */
+	if (!vcpu) {
+		count_exit(0, KVMEXIT_KEY_NO_REASON, isa, VCPU_CONST, NULL, KVMEXIT_VCPU_UNKNOWN, lat);
+		return 0;
+	}
 	if (isa == KVMEXIT_ISA_VMX && bpf_core_type_exists(struct vcpu_vmx)) {
 		void *vmx = (void *)vcpu - bpf_core_field_offset(struct vcpu_vmx, vcpu);
 
@@ -350,12 +361,28 @@ struct kvmexit_tp_exit {
 	__u32 vcpu_id;		/* 56 */
 };
 
-/* the old prototype's raw_tp: no vCPU id without CO-RE */
+/*
+ * <= 5.15's prototype: the reason is the first argument, an unsigned int
+ * widened to u64.  Where kernel BTF cannot tell the prototype (no module
+ * BTF), attaching this program proves that the tracepoint has three
+ * arguments; a first argument that does not fit in 32 bits is then no
+ * reason (a pointer: another prototype), and counts as unreadable.
+ * No vCPU id without CO-RE.
+ */
+static __always_inline void count_old_exit(__u64 reason, struct kvm_vcpu *vcpu, __u32 isa, bool lat)
+{
+	__u8 flags = reason >> 32 ? KVMEXIT_KEY_NO_REASON : 0;
+
+	reason = flags ? 0 : reason;
 #ifdef KVMEXIT_LEGACY
-#define COUNT_OLD(reason, vcpu, isa, lat) count_exit(reason, 0, isa, VCPU_CONST, NULL, KVMEXIT_VCPU_UNKNOWN, lat)
+	count_exit(reason, flags, isa, VCPU_CONST, NULL, KVMEXIT_VCPU_UNKNOWN, lat);
 #else
-#define COUNT_OLD(reason, vcpu, isa, lat) count_exit(reason, 0, isa, VCPU_KVM, vcpu, 0, lat)
+	if (vcpu)
+		count_exit(reason, flags, isa, VCPU_KVM, vcpu, 0, lat);
+	else
+		count_exit(reason, flags, isa, VCPU_CONST, NULL, KVMEXIT_VCPU_UNKNOWN, lat);
 #endif
+}
 
 /*
  * The kvm_exit programs, each twice: handle_kvm_exit_<kind> counts, and
@@ -380,7 +407,7 @@ SEC("tp_btf/kvm_exit")									\
 int BPF_PROG(handle_kvm_exit_btf_old##sfx, unsigned int exit_reason,			\
 	     struct kvm_vcpu *vcpu, __u32 isa)						\
 {											\
-	COUNT_OLD(exit_reason, vcpu, isa, lat);						\
+	count_old_exit(exit_reason, vcpu, isa, lat);					\
 	return 0;									\
 }
 KVM_EXIT_BTF_PROGRAMS(, false)
@@ -389,10 +416,10 @@ KVM_EXIT_BTF_PROGRAMS(_lat, true)
 
 #define KVM_EXIT_PROGRAMS(sfx, lat)							\
 SEC("raw_tp/kvm_exit")									\
-int BPF_PROG(handle_kvm_exit_raw_old##sfx, unsigned int exit_reason,			\
+int BPF_PROG(handle_kvm_exit_raw_old##sfx, __u64 exit_reason,				\
 	     struct kvm_vcpu *vcpu, __u32 isa)						\
 {											\
-	COUNT_OLD(exit_reason, vcpu, isa, lat);						\
+	count_old_exit(exit_reason, vcpu, isa, lat);					\
 	return 0;									\
 }											\
 											\
@@ -460,11 +487,16 @@ int BPF_PROG(handle_kvm_pio_raw, unsigned int rw, unsigned int port, unsigned in
 }
 
 #ifndef KVMEXIT_LEGACY
+/* the verifier of Linux 6.1 refuses a tp_btf load of a void * argument
+ * ("arg4 type UNKNOWN is not a struct"): data is read from the context
+ * array with a probe read instead */
 SEC("tp_btf/kvm_pio")
-int BPF_PROG(handle_kvm_pio_btf, unsigned int rw, unsigned int port, unsigned int size,
-	     unsigned int count, const void *data)
+int handle_kvm_pio_btf(__u64 *ctx)
 {
-	count_exit(port, 0, KVMEXIT_ISA_PIO, VCPU_PIO, data, size, false);
+	const void *data = NULL;
+
+	bpf_probe_read_kernel(&data, sizeof(data), &ctx[4]);
+	count_exit((__u32)ctx[1], 0, KVMEXIT_ISA_PIO, VCPU_PIO, data, (__u32)ctx[2], false);
 	return 0;
 }
 #endif

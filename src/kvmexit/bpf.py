@@ -12,9 +12,11 @@ from . import _libbpf
 from .abi import OBJECT_NAME, RODATA
 from .errors import KvmexitError
 
-# struct bpf_prog_info (uapi, append-only): run_time_ns @192, run_cnt @200
+# struct bpf_prog_info (uapi, append-only): run_time_ns @192, run_cnt @200,
+# recursion_misses @208 (Linux 5.12+; older kernels leave it 0)
 _PROG_INFO_RUN_TIME = 192
-_PROG_INFO_SIZE = 208
+_PROG_INFO_MISSES = 208
+_PROG_INFO_SIZE = 216
 
 CORE_OBJECT = "kvm_exit.bpf.o"
 LEGACY_OBJECT = "kvm_exit_legacy.bpf.o"
@@ -183,12 +185,21 @@ class BpfObject:
         self._lib.bpf_prog_test_run_opts(self.prog_fd(prog_name), ct.byref(opts))
         return opts.retval
 
-    def prog_stats(self, prog_name):
-        """(run_time_ns, run_cnt) of a loaded program (kernel.bpf_stats_enabled)."""
+    def _prog_info(self, prog_name):
         info = ct.create_string_buffer(_PROG_INFO_SIZE)
         size = ct.c_uint32(_PROG_INFO_SIZE)
         self._lib.bpf_obj_get_info_by_fd(self.prog_fd(prog_name), info, ct.byref(size))
-        return struct.unpack_from("<QQ", info.raw, _PROG_INFO_RUN_TIME)
+        return info.raw
+
+    def prog_stats(self, prog_name):
+        """(run_time_ns, run_cnt) of a loaded program (kernel.bpf_stats_enabled)."""
+        return struct.unpack_from("<QQ", self._prog_info(prog_name), _PROG_INFO_RUN_TIME)
+
+    def prog_misses(self, prog_name):
+        """Events for which the kernel skipped the program: its recursion
+        guard lets one run per CPU at a time, so an event that comes while a
+        run is preempted on that CPU is not seen (bpf_prog_info.recursion_misses)."""
+        return struct.unpack_from("<Q", self._prog_info(prog_name), _PROG_INFO_MISSES)[0]
 
     def memlock(self, map_name):
         """Kernel memory charged for a map, in bytes (its fdinfo "memlock")."""

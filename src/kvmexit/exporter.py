@@ -6,7 +6,7 @@ textfile atomically.  Every scrape reads the kernel's counters live (reads
 are monotonic: maps.py), so counters only grow.
 
     kvmexit_exits_total{pid,vm,[tid,]vcpu,isa,reason}  exits (labels by --by)
-    kvmexit_dropped_exits_total                         exits not counted (map full)
+    kvmexit_dropped_exits_total{cause}                  exits not counted: map_full, skipped
     kvmexit_counters, kvmexit_counters_max              counters in use / capacity
     kvmexit_info{mode,source,version}                   1
 """
@@ -67,8 +67,10 @@ class ExitCollector:
         for labels, value in sorted(exit_samples(snap.totals, self.by, self.names).items()):
             exits.add_metric(labels, value)
         yield exits
-        drops = CounterMetricFamily("kvmexit_dropped_exits", "Exits not counted: the counts map was full")
-        drops.add_metric([], snap.drops)
+        drops = CounterMetricFamily("kvmexit_dropped_exits", "Exits not counted, by cause: the counts map was "
+                                    "full (map_full), the kernel skipped the program (skipped)", labels=["cause"])
+        drops.add_metric(["map_full"], snap.drops)
+        drops.add_metric(["skipped"], snap.skipped)
         yield drops
         yield GaugeMetricFamily("kvmexit_counters", "(thread, reason) counters in use", value=len(snap.totals))
         yield GaugeMetricFamily("kvmexit_counters_max", "Capacity of the counts map (--max-entries)",

@@ -70,6 +70,18 @@ def drops_footer(drops, max_entries):
             % (drops, max_entries))
 
 
+def skipped_footer(skipped, entries_skipped=0):
+    """Events the kernel did not run kvmexit's programs for (BpfObject.prog_misses)."""
+    lines = []
+    if skipped:
+        lines.append("Missed %d exits: the kernel skipped kvmexit's program while another run of it "
+                     "was preempted on the same CPU" % skipped)
+    if entries_skipped:
+        lines.append("Missed %d kvm_entry events: the exits before them have no exit-handling time"
+                     % entries_skipped)
+    return "\n".join(lines)
+
+
 def _row_dict(r, names, latency):
     d = {"pid": r.tgid, "tid": r.tid, "vcpu": None if r.vcpu == KVMEXIT_VCPU_UNKNOWN else r.vcpu,
          "vm": names.vm(r.tgid), "comm": names.comm(r.tgid, r.tid), "isa": r.isa_name,
@@ -82,24 +94,30 @@ def _row_dict(r, names, latency):
     return d
 
 
-def json_record(timestamp, interval, rows, drops, mode, names, latency=False):
+def json_record(timestamp, interval, rows, drops, mode, names, latency=False, skipped=0, entries_skipped=0):
     """One JSON Lines record: an interval's (or the whole run's) exits.
 
     Keys: timestamp (ISO 8601), interval (seconds, null for one run), mode,
-    drops, exits: [{pid, tid, vcpu, vm, comm, isa, reason, reason_name,
-    count[, latency]}], rows of report.rows(..., "full").
+    drops (map full), skipped (exits the kernel skipped the program for),
+    [entries_skipped (--latency),] exits: [{pid, tid, vcpu, vm, comm, isa,
+    reason, reason_name, count[, latency]}], rows of report.rows(..., "full").
     """
     import json  # machine output only: kept off the start-up path
-    return json.dumps({"timestamp": timestamp, "interval": interval, "mode": mode, "drops": drops,
-                       "exits": [_row_dict(r, names, latency) for r in rows]}, sort_keys=False)
+    rec = {"timestamp": timestamp, "interval": interval, "mode": mode, "drops": drops, "skipped": skipped}
+    if latency:
+        rec["entries_skipped"] = entries_skipped
+    rec["exits"] = [_row_dict(r, names, latency) for r in rows]
+    return json.dumps(rec, sort_keys=False)
 
 
 CSV_HEADER = ["timestamp", "interval", "pid", "tid", "vcpu", "vm", "comm", "isa", "reason", "reason_name", "count"]
 CSV_LATENCY = ["total_ns", "min_ns", "avg_ns", "max_ns"]
 
 
-def csv_rows(timestamp, interval, rows, drops, names, latency=False, header=False):
-    """CSV lines (a header row first when header); drops as a row named DROPPED."""
+def csv_rows(timestamp, interval, rows, drops, names, latency=False, header=False, skipped=0, entries_skipped=0):
+    """CSV lines (a header row first when header); events not counted as
+    rows named DROPPED (map full), SKIPPED (exits the kernel skipped the
+    program for) and ENTRIES_SKIPPED (--latency)."""
     import csv
     import io
     out = io.StringIO()
@@ -115,6 +133,7 @@ def csv_rows(timestamp, interval, rows, drops, names, latency=False, header=Fals
             s = r.lat
             line += [s.total_ns, s.min_ns, round(s.avg_ns, 1), s.max_ns] if s else ["", "", "", ""]
         w.writerow(line)
-    if drops:
-        w.writerow([timestamp, iv, "", "", "", "", "", "", "", "DROPPED", drops] + ([""] * 4 if latency else []))
+    for name, n in (("DROPPED", drops), ("SKIPPED", skipped), ("ENTRIES_SKIPPED", entries_skipped)):
+        if n:
+            w.writerow([timestamp, iv, "", "", "", "", "", "", "", name, n] + ([""] * 4 if latency else []))
     return out.getvalue()

@@ -44,14 +44,18 @@ class Emitter:
                         click.echo(output.histogram(r.lat))
             if snap.drops:
                 click.echo(output.drops_footer(snap.drops, self.max_entries))
+            if snap.skipped or snap.entries_skipped:
+                click.echo(output.skipped_footer(snap.skipped, snap.entries_skipped))
             return rows
         rows = report.rows(snap.totals, "full", snap.latency, self.top)
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + ".%03d+00:00" % (now % 1 * 1000)
         if self.fmt == "json":
-            click.echo(output.json_record(ts, interval, rows, snap.drops, self.mode, self.names, self.latency))
+            click.echo(output.json_record(ts, interval, rows, snap.drops, self.mode, self.names, self.latency,
+                                          snap.skipped, snap.entries_skipped))
         else:
             click.echo(output.csv_rows(ts, interval, rows, snap.drops, self.names, self.latency,
-                                       header=self.csv_header), nl=False)
+                                       header=self.csv_header, skipped=snap.skipped,
+                                       entries_skipped=snap.entries_skipped), nl=False)
             self.csv_header = False
         return rows
 
@@ -96,7 +100,7 @@ def run(tracer, emitter, duration, interval, count, cumulative):
     """
     start = time.monotonic()
     end = start + duration if duration is not None else float("inf")
-    prev, n = Snapshot({}, 0, {} if tracer.latency else None), 0
+    prev, n = Snapshot({}, latency={} if tracer.latency else None), 0
     tick = (lambda: emitter.prime(tracer.read())) if emitter.names_wanted else None
     stopped = False
     while interval is not None and not stopped:
@@ -120,6 +124,6 @@ def run(tracer, emitter, duration, interval, count, cumulative):
     emitter.prime(snap)
     if interval is None:
         emitter.emit(snap)
-    elif snap.totals != prev.totals or not n:      # the partial last interval
+    elif snap != prev or not n:                    # the partial last interval
         emitter.emit(snap if cumulative else snap - prev, interval, stamp=True)
     return snap

@@ -7,6 +7,8 @@ Mode choice (kernel-and-libbpf.md 5), from kernel BTF:
     old prototype                -> tp_btf -> raw_tp -> tracepoint
     new prototype, vendor BTF    -> tp_btf -> raw_tp -> tracepoint
     new prototype, no vendor BTF -> tracepoint
+    prototype unknown (kvm without module BTF)
+                                 -> raw_tp (old prototype, legacy object) -> tracepoint
     no usable kernel BTF         -> raw_tp (legacy object) -> tracepoint (legacy)
 """
 import errno
@@ -92,23 +94,30 @@ def plan(source, mode, kbtf, need_vcpu=False, tp_ok=True, tp_vcpu=True):
     notes = []
     proto = kbtf.proto if source == "kvm_exit" else None
     tracepoint_vcpu = tp_vcpu or source != "kvm_exit"
-    if kbtf.available:
+    tracepoint = Attempt(CORE_OBJECT if kbtf.available else LEGACY_OBJECT,
+                         PROGRAMS[(source, "tracepoint", None)], "tracepoint")
+    if kbtf.available and source == "kvm_exit" and proto is None:
+        # BTF without kvm's (a kvm module without BTF, as on Debian 5.10): no
+        # tp_btf on kvm_exit.  The old prototype's raw_tp attaches only where
+        # kvm_exit has three arguments, and counts a first argument that is
+        # no reason (a pointer: some other prototype) as unreadable.
+        if mode == "tp_btf":
+            raise KvmexitError("tp_btf mode needs BTF of the kvm module (no btf_trace_kvm_exit in kernel BTF: "
+                               "/sys/kernel/btf/kvm is missing); use --mode auto")
+        attempts = [Attempt(LEGACY_OBJECT, PROGRAMS[(source, "raw_tp", "old")], "raw_tp"), tracepoint]
+    elif kbtf.available:
         fast = []
-        if source == "kvm_exit" and proto is None and mode in ("tp_btf", "raw_tp"):
-            raise KvmexitError("cannot tell kvm_exit's prototype (no btf_trace_kvm_exit in kernel BTF), so %s "
-                               "cannot find the exit reason; use --mode tracepoint" % mode)
         if source != "kvm_exit" or proto == "old" or (proto == "new" and (kbtf.vendors or mode in ("tp_btf", "raw_tp"))):
             fast = [Attempt(CORE_OBJECT, PROGRAMS[(source, k, proto)], k) for k in ("tp_btf", "raw_tp")]
             if source == "kvm_exit" and proto == "new" and not kbtf.vendors:
                 notes.append("no vcpu_vmx or vcpu_svm type in kernel BTF (kvm_intel/kvm_amd not loaded?): "
                              "%s mode cannot read exit reasons, they show as UNREADABLE" % mode)
-        attempts = fast + [Attempt(CORE_OBJECT, PROGRAMS[(source, "tracepoint", None)], "tracepoint")]
+        attempts = fast + [tracepoint]
     else:
         if mode == "tp_btf":
             raise KvmexitError("tp_btf mode needs kernel BTF (%s); use --mode auto" % kbtf.error)
         raw = PROGRAMS[(source, "raw_tp", "old" if source == "kvm_exit" else None)]
-        attempts = [Attempt(LEGACY_OBJECT, raw, "raw_tp"),
-                    Attempt(LEGACY_OBJECT, PROGRAMS[(source, "tracepoint", None)], "tracepoint")]
+        attempts = [Attempt(LEGACY_OBJECT, raw, "raw_tp"), tracepoint]
     if mode != "auto":
         attempts = [a for a in attempts if a.kind == mode]
     if not tp_ok:
@@ -135,9 +144,12 @@ def _hint(err):
 
 @dataclass
 class Snapshot:
+    """Counts, and every event that was not counted, by cause."""
     totals: dict           # (tgid, tid, reason, vcpu, isa, flags) -> count
-    drops: int = 0
+    drops: int = 0         # exits not counted: the counts map was full
     latency: dict = None   # same keys -> maps.LatencyStat, with --latency
+    skipped: int = 0       # exits the kernel did not run the program for (BpfObject.prog_misses)
+    entries_skipped: int = 0   # the same for kvm_entry (--latency): exits left without a time
 
     def __sub__(self, old):
         """What happened between snapshot old and this one."""
@@ -146,7 +158,8 @@ class Snapshot:
         if self.latency is not None:
             lat = {k: v - old.latency[k] if k in old.latency else v for k, v in self.latency.items()}
             lat = {k: v for k, v in lat.items() if v.count}
-        return Snapshot({k: v for k, v in totals.items() if v}, self.drops - old.drops, lat)
+        return Snapshot({k: v for k, v in totals.items() if v}, self.drops - old.drops, lat,
+                        self.skipped - old.skipped, self.entries_skipped - old.entries_skipped)
 
 
 @dataclass
@@ -219,11 +232,13 @@ class Tracer:
         cache = maps.read_cache(fd_cache, self.ncpu)   # before the hash: see maps.py
         keys, values = maps.read_counts(fd_counts, self.ncpu, self.max_entries)
         totals, drops = maps.combine(keys, values, self.ncpu, cache)
-        lat = None
+        lat, entries_skipped = None, 0
         if self.latency:
             keys, values = maps.read_hash(self._obj.map_fd(MAP_LATENCY), maps.LAT_SIZE, self.max_entries)
             lat = maps.latency_stats(keys, values)
-        return Snapshot(totals, drops, lat)
+            entries_skipped = self._obj.prog_misses(ENTRY_PROGRAMS[self.attached.kind])
+        skipped = self._obj.prog_misses(self.attached.prog + (LATENCY if self.latency else ""))
+        return Snapshot(totals, drops, lat, skipped, entries_skipped)
 
     def detach(self):
         """Stop counting; the maps stay readable until close()."""

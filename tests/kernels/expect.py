@@ -1,0 +1,116 @@
+# SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+"""What a matrix machine's outputs must show, derived from the guest's
+programs and from the kernel's own tables, not from kvmexit (pure)."""
+import json
+import re
+
+from kvmexit.guest import DONE_PORT, SYNC_PORT, Step, expected_exits, parse_program
+
+# The exit each guest instruction causes (arch/x86/include/uapi/asm/vmx.h, svm.h)
+VMX, SVM = 1, 2
+CAUSED = {
+    VMX: {"out": (30, "IO_INSTRUCTION"), "cpuid": (10, "CPUID"), "rdmsr": (31, "MSR_READ"),
+          "wrmsr": (32, "MSR_WRITE"), "hlt": (12, "HLT")},
+    SVM: {"out": (0x7B, "IOIO"), "cpuid": (0x72, "CPUID"), "rdmsr": (0x7C, "MSR"),
+          "wrmsr": (0x7C, "MSR"), "hlt": (0x78, "HLT")},
+}
+ISA = {"vmx": VMX, "svm": SVM}
+
+
+def program_reasons(isa):
+    """Reasons only the guest's programs cause (no host-side exit has them)."""
+    return {code for code, _ in CAUSED[isa].values()}
+
+
+def phases(program):
+    """A program's steps split at its syncs: phase k runs after the k-th release
+    and ends with the sync that parks it (the last one with the program's end)."""
+    out, cur = [], []
+    for s in parse_program(program):
+        if s.kind == "sync":
+            out.append(cur + [Step("out", 1, SYNC_PORT)])
+            cur = []
+        else:
+            cur.append(s)
+    out.append(cur + [Step("out", 1, DONE_PORT)])
+    return out
+
+
+def steps_exits(steps, isa):
+    """{reason: exits} a list of steps causes (the steps of phases() carry
+    their own last out; expected_exits' implicit one is taken off)."""
+    exits = expected_exits(steps)
+    exits[("out", DONE_PORT)] -= 1
+    exp = {}
+    for (kind, port), n in exits.items():
+        if n:
+            code = CAUSED[isa][kind][0]
+            exp[code] = exp.get(code, 0) + n
+    return exp
+
+
+def json_rows(text):
+    """{(tid, vcpu, reason): count} of a kvmexit -o json record, and the record."""
+    rec = json.loads(text)
+    rows = {}
+    for e in rec["exits"]:
+        k = (e["tid"], e["vcpu"], e["reason"])
+        assert k not in rows, k
+        rows[k] = e["count"]
+    return rows, rec
+
+
+def only(rows, reasons):
+    return {k: v for k, v in rows.items() if k[-1] in reasons}
+
+
+def collapse(rows, keep):
+    """Sum rows {(tid, vcpu, reason): n} to {key(tid, vcpu, reason): n}."""
+    out = {}
+    for k, n in rows.items():
+        kk = keep(*k)
+        out[kk] = out.get(kk, 0) + n
+    return out
+
+
+def parse_table(text, ncols):
+    """A kvmexit table (its banner and header skipped): [(col..., name, count)],
+    in printed order; ncols = columns before the reason."""
+    lines = [l for l in text.splitlines() if l.strip()]
+    head = next(i for i, l in enumerate(lines) if "KVM_EXIT_REASON" in l)
+    rows = []
+    for l in lines[head + 1:]:
+        parts = l.split()
+        rows.append(tuple(int(p) for p in parts[:ncols]) + (" ".join(parts[ncols:-1]), int(parts[-1])))
+    return rows
+
+
+def kernel_names(format_text, isa):
+    """{name: code} of one isa's table in the kernel's kvm_exit print fmt
+    (the names perf kvm stat prints)."""
+    tables = [c for c in format_text.split("__print_symbolic(")[1:] if c.startswith("REC->exit_reason")]
+    body = _call_body(tables[0 if isa == VMX else 1])       # VMX's table comes first (isa == 1 ? ...)
+    return {name: int(code, 0) for code, name in re.findall(r'\{\s*(0x[0-9a-fA-F]+|\d+),\s*"([^"]+)"\s*\}', body)}
+
+
+def _call_body(chunk):
+    """The text of a __print_symbolic call up to its closing parenthesis."""
+    depth = 1
+    for i, c in enumerate(chunk):
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if not depth:
+                return chunk[:i]
+    return chunk
+
+
+def perf_report(text):
+    """{name: samples} of `perf kvm stat report` (vmexit or ioport)."""
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r"\s*(\S+)\s+(\d+)\s+[\d.]+%\s+[\d.]+%", line)
+        if m:
+            out[m.group(1)] = int(m.group(2))
+    return out

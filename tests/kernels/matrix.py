@@ -1,0 +1,128 @@
+# SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+"""The machines of the matrix, and running them: kernels fetched first, one
+at a time; then the boots, two at a time (QEMU with one TCG thread, Bochs is
+single-threaded: two machines keep this host's two cores busy), longest
+first."""
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import boot, fetch, image
+from .inside import MODES
+from .manifest import SERIES
+
+INSIDE = Path(__file__).resolve().parent / "inside.py"
+
+
+@dataclass(frozen=True)
+class Machine:
+    name: str
+    series: str            # a manifest.SERIES key
+    emulator: str          # "qemu": AMD SVM under TCG; "bochs": Intel VMX with EPT
+    cpu: str = None        # Bochs CPU model
+    timeout: int = 900     # boot to power-off, seconds
+    modes: tuple = MODES   # the selftest's modes
+    interval: float = 1.0  # inside.py's interval and duration views, in the machine's seconds
+    duration: int = 10
+
+    @property
+    def vendor(self):
+        return "svm" if self.emulator == "qemu" else "vmx"
+
+
+# Bochs runs about 40 times slower than real time here: its selftest runs
+# in the forced modes only, and its views are timed more tightly
+BOCHS = dict(timeout=2400, modes=MODES[1:], interval=0.5, duration=6)
+MACHINES = {m.name: m for m in (
+    # Bochs first: they take longest
+    Machine("vmx-6.1", "6.1", "bochs", "corei7_skylake_x", **BOCHS),
+    # 7.x panics at boot under corei7_skylake_x (fpstate_reset, from fpu__init_system_xstate)
+    Machine("vmx-newest", "newest", "bochs", "corei7_haswell_4770", **BOCHS),
+    Machine("svm-5.10", "5.10", "qemu"),
+    Machine("svm-6.1", "6.1", "qemu"),
+    Machine("svm-6.12", "6.12", "qemu"),
+    Machine("svm-6.16", "6.16", "qemu"),
+    Machine("svm-newest", "newest", "qemu"),
+)}
+
+# Bochs has no 9p: what the machine runs travels in an ext2 image
+BOCHS_PATHS = ("/usr/lib/python3.11", str(boot.REPO / ".venv"), str(boot.REPO / "src"), str(INSIDE.parent),
+               "/usr/lib/x86_64-linux-gnu/libbpf.so.1")
+BOCHS_PROGRAMS = ("/usr/bin/python3", "/usr/bin/python3.11", "/usr/bin/perf")
+
+
+@dataclass
+class Run:
+    machine: Machine
+    kernel: fetch.Kernel
+    boot: boot.Boot
+    results: dict
+
+    def summary(self):
+        """Lines for the test report: what ran, on exactly which packages, for how long."""
+        lines = ["%s: %s under %s, %.0f s boot to power-off" % (
+            self.machine.name, self.kernel.release, self.machine.emulator, self.boot.seconds)]
+        lines += ["  %s (%s)" % (p.line(), self.kernel.series.suite) for p in self.kernel.packages]
+        secs = self.results.get("seconds", {})
+        if secs:
+            lines.append("  inside: " + ", ".join("%s %.0f s" % kv for kv in secs.items()))
+        return lines
+
+
+def run(machine, kernel, workdir, scenarios=("all",), log=print):
+    """Boot one machine, run inside.py's scenarios there, return what it wrote."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    script = ("cd /tmp && KVMEXIT_INSIDE_MODES='%s' KVMEXIT_INSIDE_INTERVAL=%s KVMEXIT_INSIDE_DURATION=%s "
+              "exec python3 %s %s\n" % (" ".join(machine.modes), machine.interval, machine.duration,
+                                        INSIDE, " ".join(scenarios)))
+    log("%s: booting %s under %s" % (machine.name, kernel.release, machine.emulator))
+    if machine.emulator == "qemu":
+        b = boot.qemu(kernel, script, workdir, machine.timeout)
+    else:
+        root = image.root_image(BOCHS_PATHS, BOCHS_PROGRAMS, workdir / "root.img",
+                                files={"/kvmexit/run.sh": script})
+        b = boot.bochs(kernel, root, workdir, machine.timeout, cpu=machine.cpu, run="/kvmexit/run.sh")
+        root.unlink()
+    results = b.out / "results.json"
+    if not results.exists():
+        raise boot.BootError("%s: the command wrote no results (rc %d); serial log ends:\n%s"
+                             % (machine.name, b.rc, "\n".join(b.serial.splitlines()[-40:])))
+    log("%s: done in %.0f s" % (machine.name, b.seconds))
+    return Run(machine, kernel, b, json.loads(results.read_text()))
+
+
+class Matrix:
+    """All machines, run in the background once; result(name) waits for one."""
+
+    def __init__(self, names, workdir, jobs=2, log=print):
+        self.log, self.workdir = log, workdir
+        self.kernels, self.errors = {}, {}
+        for series in dict.fromkeys(MACHINES[n].series for n in names):
+            try:
+                self.kernels[series] = fetch.fetch(SERIES[series], log)
+            except Exception as e:                 # each machine of the series reports it
+                self.errors[series] = e
+        self.started = time.monotonic()
+        self.pool = ThreadPoolExecutor(jobs)
+        self.futures = {n: self.pool.submit(self._run, MACHINES[n]) for n in names}
+
+    def _run(self, machine):
+        if machine.series in self.errors:
+            raise self.errors[machine.series]
+        return run(machine, self.kernels[machine.series], self.workdir / machine.name, log=self.log)
+
+    def result(self, name):
+        return self.futures[name].result()
+
+    def close(self):
+        for f in self.futures.values():
+            f.cancel()
+        self.pool.shutdown(wait=True)
+
+
+def jobs():
+    """Machines at once: $KVMEXIT_MATRIX_JOBS, else one per CPU of this host (at most 2)."""
+    return int(os.environ.get("KVMEXIT_MATRIX_JOBS") or min(2, len(os.sched_getaffinity(0))))

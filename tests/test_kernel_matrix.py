@@ -1,0 +1,233 @@
+# SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+"""Real kvm_exit events on real Debian kernels, under emulation: AMD SVM in
+QEMU TCG, Intel VMX in Bochs (tests/kernels/).  Each machine boots once and
+runs tests/kernels/inside.py through the installed CLI; here every number
+it brought back is checked: against the guest's programs where they cause
+the exit, against the other views and perf kvm stat for every exit."""
+import json
+
+import pytest
+
+from kernels import expect
+from kernels.inside import MODES, PERF_PROGRAMS, VIEWS_PROGRAMS
+from kernels.matrix import MACHINES
+from kvmexit import __version__
+
+pytestmark = [pytest.mark.matrix]
+
+# QEMU's first: Bochs' results come last
+NAMES = sorted(MACHINES, key=lambda n: (MACHINES[n].emulator == "bochs", n))
+ISA_LABEL = {"svm": "SVM", "vmx": "VMX"}
+
+
+def auto_mode(run):
+    """The mode auto must pick: tp_btf wherever kvm has module BTF; raw_tp
+    (old prototype, relocation-free object) on 5.10, which has none."""
+    return "raw_tp" if "kvm" not in run.results["facts"]["btf"] else "tp_btf"
+
+
+def vcpu_id(run, i):
+    """vCPU i as auto mode reports it: without kernel BTF for kvm_vcpu (5.10)
+    the raw_tp program cannot read vcpu_id (-v then takes the tracepoint)."""
+    return None if auto_mode(run) == "raw_tp" else i
+
+
+@pytest.fixture(params=NAMES)
+def run(request, matrix):
+    r = matrix.result(request.param)
+    errors = {k: v["error"] for k, v in r.results.items() if isinstance(v, dict) and "error" in v}
+    assert not errors, errors
+    return r
+
+
+def test_machine_is_the_kernel_and_vendor_asked_for(run):
+    f = run.results["facts"]
+    assert f["release"] == run.kernel.release
+    want = {"svm": {"svm", "npt"}, "vmx": {"vmx", "ept"}}[run.machine.vendor]
+    assert want <= set(f["cpu_flags"])
+    assert f["version"] == "kvmexit, version %s" % __version__
+    assert ("kvm" in f["btf"]) == (run.machine.series != "5.10")     # Debian 5.10: no module BTF
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_selftest_in_each_mode(run, mode):
+    if mode not in run.results["selftest"]:
+        assert mode not in run.machine.modes
+        pytest.skip("%s runs the selftest in the forced modes only (auto is the views' mode)" % run.machine.name)
+    r = run.results["selftest"][mode]
+    if mode == "tp_btf" and auto_mode(run) == "raw_tp":
+        assert (r["rc"], r["stdout"]) == (1, "kvmexit selftest: 2 vCPUs, 3452 guest exits each run\n")
+        assert r["stderr"] == ("kvmexit selftest: tp_btf mode needs BTF of the kvm module (no btf_trace_kvm_exit "
+                               "in kernel BTF: /sys/kernel/btf/kvm is missing); use --mode auto\n")
+        return
+    assert r["rc"] == 0, r["stdout"] + r["stderr"]
+    lines = r["stdout"].splitlines()
+    used = auto_mode(run) if mode == "auto" else mode
+    title = "kvm:kvm_exit, %s mode, %s reasons:" % (used, ISA_LABEL[run.machine.vendor])
+    assert title in lines, r["stdout"]
+    section = lines[lines.index(title) + 1:]
+    section = section[:next(i for i, l in enumerate(section) if not l.startswith("  "))]
+    # 2 vCPUs x (IO, CPUID, MSR_READ, MSR_WRITE, HLT); SVM has one MSR reason
+    assert len([l for l in section if l.startswith("  ok   tid ")]) == {"vmx": 10, "svm": 8}[run.machine.vendor]
+    assert not [l for l in section if not l.startswith("  ok   ")]      # real exits: exact, none skipped
+    assert "calibration, kvm:kvm_pio through the same counting code, %s mode:" % used in lines
+    assert not [l for l in lines if "FAIL" in l]
+    assert lines[-1].startswith("PASS: ")
+    # a count short of the guest's is allowed only with the kernel's own report of skipping as many
+    if "miss" in r["stdout"]:
+        assert lines[-1].endswith("short by events the kernel skipped and reported")
+
+
+@pytest.fixture
+def views(run):
+    return run.results["views"]
+
+
+def _isa(run):
+    return expect.ISA[run.machine.vendor]
+
+
+def _reference(views):
+    """The -p -o json record: {(tid, vcpu, reason): count}, and reason names."""
+    rows, rec = expect.json_rows(views["outs"]["json"]["stdout"])
+    assert (rec["drops"], rec["skipped"], rec["interval"]) == (0, 0, None)
+    names = {e["reason"]: e["reason_name"] for e in rec["exits"]}
+    return rows, names
+
+
+def test_views_of_real_exits_exact(run, views):
+    isa, tids, pid = _isa(run), views["tids"], views["pid"]
+    ref, names = _reference(views)
+    assert views["programs"] == list(VIEWS_PROGRAMS)
+    # what the programs cause, exactly, per thread and vCPU (vCPU i runs on thread i)
+    want = {}
+    for i, prog in enumerate(VIEWS_PROGRAMS):
+        for phase in expect.phases(prog)[1:]:               # phase 0 ran before any tracer attached
+            for reason, n in expect.steps_exits(phase, isa).items():
+                k = (tids[i], vcpu_id(run, i), reason)
+                want[k] = want.get(k, 0) + n
+    assert expect.only(ref, expect.program_reasons(isa)) == want
+    for code, name in expect.CAUSED[isa].values():
+        assert names.get(code, name) == name
+    assert {k[:2] for k in ref} == {(tids[0], vcpu_id(run, 0)), (tids[1], vcpu_id(run, 1))}
+    # every view shows every exit of the reference, real host-side ones (interrupts, NPT/EPT faults) included
+    outs = views["outs"]
+    ctrl_c = "... Hit Ctrl-C to end."
+    banners = {"all": "all threads" + ctrl_c, "pid": "PID %d%s" % (pid, ctrl_c),
+               "alltids": "PID %d and its all threads%s" % (pid, ctrl_c), "vcpu": "PID %d VCPU 1%s" % (pid, ctrl_c),
+               "tid": "TID %d%s" % (tids[0], ctrl_c), "tids": "TIDS ['%d', '%d']%s" % (tids[1], tids[0], ctrl_c),
+               "duration": "PID %d after sleeping %d secs." % (pid, views["duration"])}
+    views_want = {
+        "all": (2, expect.collapse(ref, lambda t, v, r: (pid, t, names[r]))),
+        "pid": (0, expect.collapse(ref, lambda t, v, r: (names[r],))),
+        "alltids": (1, expect.collapse(ref, lambda t, v, r: (t, names[r]))),
+        # -v takes a mode that reads vCPU ids (vCPU 1 runs on thread 1)
+        "vcpu": (0, expect.collapse({k: n for k, n in ref.items() if k[0] == tids[1]}, lambda t, v, r: (names[r],))),
+        "tid": (0, expect.collapse({k: n for k, n in ref.items() if k[0] == tids[0]}, lambda t, v, r: (names[r],))),
+        "tids": (1, expect.collapse(ref, lambda t, v, r: (t, names[r]))),
+        "duration": (0, expect.collapse(ref, lambda t, v, r: (names[r],))),
+    }
+    for view, (ncols, rows) in views_want.items():
+        o = outs[view]
+        assert o["rc"] == 0, o["stderr"]
+        assert o["stdout"].splitlines()[0] == "Display kvm exit reasons and statistics for " + banners[view], view
+        # Ctrl-C views print bcc's empty line before the table; the duration view does not
+        assert (o["stdout"].splitlines()[1] == "") == (view != "duration"), view
+        printed = expect.parse_table(o["stdout"], ncols)
+        assert {r[:-1]: r[-1] for r in printed} == rows, view
+        assert len(printed) == len(rows), view
+        counts = [r[-1] for r in printed]
+        assert counts == sorted(counts, reverse=True), view
+    # the duration tracer outlived the guest: it saw the same whole life
+    assert views["guest_done_s"] < views["duration"]
+
+
+def test_intervals_of_real_exits_exact(run, views):
+    isa, tids = _isa(run), views["tids"]
+    ref, _ = _reference(views)
+    out = views["outs"]["intervals"]
+    assert out["rc"] == 0, out["stderr"]
+    lines = out["stdout"].splitlines()
+    records = [expect.json_rows(line) for line in lines]
+    assert {rec["interval"] for _, rec in records} == {views["interval"]}
+    phase_at = [lines.index(r.rstrip("\n")) for r in views["phase_records"]]
+    assert phase_at == list(range(phase_at[0], phase_at[0] + 3))
+    total = {}
+    for i, (rows, rec) in enumerate(records):
+        if i not in phase_at:
+            assert rows == {}, i                    # the guest parked, or done
+            continue
+        k = phase_at.index(i) + 1                    # phase 0 ran before the tracers attached
+        want = {}
+        for j, prog in enumerate(VIEWS_PROGRAMS):
+            for reason, n in expect.steps_exits(expect.phases(prog)[k], isa).items():
+                want[(tids[j], vcpu_id(run, j), reason)] = n
+        assert expect.only(rows, expect.program_reasons(isa)) == want, "phase %d" % k
+        for key, n in rows.items():
+            total[key] = total.get(key, 0) + n
+    assert total == ref                              # the intervals add up to the whole run
+
+
+def test_latency_times_every_reentered_exit(run, views):
+    ref, _ = _reference(views)
+    rows, rec = expect.json_rows(views["outs"]["latency"]["stdout"])
+    assert rows == ref and rec["entries_skipped"] == 0
+    io = expect.CAUSED[_isa(run)]["out"][0]
+    for e in rec["exits"]:
+        lat = e["latency"]
+        # each thread's last exit (the program's final out) is never re-entered
+        assert lat["count"] == e["count"] - (e["reason"] == io), e
+        assert sum(lat["hist_log2_ns"]) == lat["count"]
+        assert 0 < lat["min_ns"] <= lat["avg_ns"] <= lat["max_ns"]
+        assert lat["total_ns"] >= lat["count"] * lat["min_ns"]
+
+
+def test_exporter_scrape_equals_the_cli(run, views):
+    from prometheus_client.parser import text_string_to_metric_families
+    ref, names = _reference(views)
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(views["scrape"]) for s in f.samples}
+    exits = {(int(dict(k[1])["tid"]), int(dict(k[1])["vcpu"]) if dict(k[1])["vcpu"] else None,
+              dict(k[1])["reason"]): v for k, v in samples.items() if k[0] == "kvmexit_exits_total"}
+    assert exits == {(t, v, names[r]): float(n) for (t, v, r), n in ref.items()}
+    assert {dict(k[1])["pid"] for k in samples if k[0] == "kvmexit_exits_total"} == {str(views["pid"])}
+    assert samples[("kvmexit_dropped_exits_total", (("cause", "map_full"),))] == 0
+    assert samples[("kvmexit_dropped_exits_total", (("cause", "skipped"),))] == 0
+    assert samples[("kvmexit_info", (("mode", auto_mode(run)), ("source", "kvm_exit"), ("version", __version__)))] == 1
+    assert views["outs"]["exporter"]["rc"] == 0
+
+
+def test_perf_kvm_stat_agrees(run):
+    """perf kvm stat pairs each exit with the next entry, so it leaves out
+    each thread's last exit, which is never re-entered; kvmexit --latency
+    counts exactly the re-entered ones, and its plain counts all of them."""
+    p = run.results["perf"]
+    isa = _isa(run)
+    assert p["record"]["rc"] == 0, p["record"]["stderr"]
+    guest = json.loads(p["record"]["stdout"].splitlines()[0])
+    tids = guest["tids"]
+    auto, rec = expect.json_rows(p["outs"]["auto"]["stdout"])
+    tp, tp_rec = expect.json_rows(p["outs"]["tracepoint"]["stdout"])
+    assert (rec["mode"], tp_rec["mode"]) == (auto_mode(run), "tracepoint")
+    assert (rec["skipped"], tp_rec["skipped"], rec["drops"], tp_rec["drops"]) == (0, 0, 0, 0)
+    mine = {k: n for k, n in auto.items() if k[0] in tids}
+    # tracepoint mode: the same exits (and vCPU ids from the record, where auto mode has none)
+    assert {k: n for k, n in tp.items() if k[0] in tids} == {
+        (t, tids.index(t) if v is None else v, r): n for (t, v, r), n in mine.items()}
+    # the guest's whole life: its programs' exits, exactly
+    want = {}
+    for i, prog in enumerate(PERF_PROGRAMS):
+        for reason, n in expect.steps_exits(expect.phases(prog)[0], isa).items():
+            want[(tids[i], vcpu_id(run, i), reason)] = n
+    assert expect.only(mine, expect.program_reasons(isa)) == want
+    # perf, reason by reason, for every exit of the guest
+    names = expect.kernel_names(run.results["facts"]["kvm_exit_format"], isa)
+    report = expect.perf_report(p["reports"]["vmexit"]["stderr"] + p["reports"]["vmexit"]["stdout"])
+    assert report, p["reports"]["vmexit"]
+    perf = {names[name]: n for name, n in report.items()}
+    reentered = expect.collapse({(e["tid"], e["vcpu"], e["reason"]): e["latency"]["count"]
+                                 for e in rec["exits"] if e["tid"] in tids}, lambda t, v, r: r)
+    assert perf == {r: n for r, n in reentered.items() if n}
+    io = expect.CAUSED[isa]["out"][0]
+    plain = expect.collapse(mine, lambda t, v, r: r)
+    assert {r: plain[r] - perf.get(r, 0) for r in plain if plain[r] != perf.get(r, 0)} == {io: len(tids)}
