@@ -98,6 +98,7 @@ class Matrix:
     """All machines, run in the background once; result(name) waits for one."""
 
     def __init__(self, names, workdir, jobs=2, log=print):
+        names = [n for n in MACHINES if n in names]          # longest first
         self.log, self.workdir = log, workdir
         self.kernels, self.errors = {}, {}
         for series in dict.fromkeys(MACHINES[n].series for n in names):
