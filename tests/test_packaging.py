@@ -2,7 +2,6 @@
 """Shipping: reproducible objects, wheel and zipapp on a PATH without clang,
 make install, and the .deb (build, install, man page, selftest, purge)."""
 import os
-import re
 import shutil
 import subprocess
 import venv
@@ -163,11 +162,23 @@ def test_make_run_on_a_fresh_clone(tmp_path):
                        env=dict(env, PATH=SYSTEM_PATH))   # as typed at a shell, not under make test
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     out = r.stdout.splitlines()
-    assert "== kvmexit selftest" in out
-    assert out[-1].startswith("PASS: all ") and out[-1].endswith(" counts exact")
-    # the traced demo printed bcc's header, and the calibrated table has the guest's rows
-    assert "PID      TID      KVM_EXIT_REASON                     COUNT" in out
-    assert any(re.match(r"\d+ +PORT_0x0080 +\d+", line) for line in out)
+    assert "== kvmexit selftest (this host)" in out
+    assert out[-1].startswith("PASS: ")
+    # the demo: the guest's two vCPU threads, per thread, every exit its program causes
+    # (kernels/inside.py DEMO_PROGRAMS), real ones: here, or in the SVM machine
+    head = out.index("TID      KVM_EXIT_REASON                     COUNT")
+    table = {}
+    for line in out[head + 1:out.index("== kvmexit selftest (this host)")]:
+        tid, name, count = line.split()
+        table[(int(tid), name)] = int(count)
+    t0, t1 = sorted({tid for tid, _ in table})
+    if os.path.exists("/sys/module/kvm_pvm"):
+        assert out[0].startswith("This host's KVM (kvm_pvm) never emits kvm:kvm_exit: booting svm-6.1")
+        want = {(t0, "IOIO"): 301, (t0, "CPUID"): 20, (t0, "MSR"): 11, (t0, "HLT"): 3,
+                (t1, "IOIO"): 401, (t1, "CPUID"): 10, (t1, "HLT"): 2}
+        assert {k: v for k, v in table.items() if k[1] != "INTR"} == want
+    else:
+        assert {(t0, "HLT"), (t1, "HLT"), (t0, "CPUID"), (t1, "CPUID")} <= set(table)
 
 
 def _oldest_python():
