@@ -42,7 +42,8 @@ case "$(arg kvmexit.root)" in
 	mount -t tmpfs root $R/root
 	mount -t 9p -o $o out $R/mnt
 	repo=$(arg kvmexit.repo)
-	[ -n "$repo" ] && mount -t 9p -o $o,ro,cache=loose repo $R$repo
+	# the checkout again at its own path: a checkout under /tmp is under the tmpfs now
+	[ -n "$repo" ] && mkdir -p $R$repo && mount -t 9p -o $o,ro,cache=loose repo $R$repo
 	;;
 disk)
 	n=0
