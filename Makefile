@@ -53,12 +53,16 @@ run: setup build
 	@$(KVMEXIT) selftest
 
 TEST_OBJS := build/fakemem.bpf.o
-BENCH_OBJS := build/baselines.bpf.o
+BENCH_OBJS := build/baselines.bpf.o build/kvm_exit_nolat.bpf.o
 build/fakemem.bpf.o: tests/bpf/fakemem.bpf.c bpf/kvm_min.h
 build/baselines.bpf.o: bench/baselines.bpf.c bpf/kvm_min.h
 build/%.bpf.o:
 	@mkdir -p build
 	$(CLANG) -target bpfel -g -O2 -mcpu=v3 -D__TARGET_ARCH_x86 -Wall -c $< -o $@
+# make bench: the shipped programs without --latency's code
+build/kvm_exit_nolat.bpf.o: bpf/kvm_exit.bpf.c bpf/kvm_exit.h bpf/kvm_min.h
+	@mkdir -p build
+	$(CLANG) -target bpfel -g -O2 -mcpu=v3 -D__TARGET_ARCH_x86 -Wall -DKVMEXIT_NO_LATENCY -c $< -o $@
 
 test: setup build $(TEST_OBJS)
 	$(VENV)/bin/python -m pytest

@@ -25,16 +25,16 @@ import threading
 import time
 from pathlib import Path
 
-from kvmexit import maps
-from kvmexit.abi import KVMEXIT_CACHE_SLOTS, MAP_CACHE, MAP_COUNTS, kvmexit_cache, kvmexit_key
-from kvmexit.bpf import CORE_OBJECT, BpfObject, object_bytes
+from kvmexit import _libbpf, maps
+from kvmexit.abi import MAP_CACHE, MAP_COUNTS, kvmexit_cache, kvmexit_key, owner
+from kvmexit.bpfobject import BpfObject
 from kvmexit.guest import Guest, Step
-from kvmexit.tracer import CORE_PROGRAMS, Filter, Tracer
+from kvmexit.skeleton import CORE_OBJECT, KvmExitObject
+from kvmexit.tracer import TraceOptions, Tracer
 
 REPO = Path(__file__).resolve().parents[1]
 BASELINES = REPO / "build" / "baselines.bpf.o"
-BASELINE_PROGS = ["%s_%s_%s" % (d, h, k) for d in ("empty", "bcc") for h in ("pio", "msr")
-                  for k in ("tp", "raw", "btf")]
+NO_LATENCY = REPO / "build" / "kvm_exit_nolat.bpf.o"
 KINDS = {"tp_btf": "btf", "raw_tp": "raw", "tracepoint": "tp"}
 PORT = 30  # < bcc's REASON_NUM, so bcc counts it too
 RESULTS = {}
@@ -61,14 +61,12 @@ class Attached:
     def __init__(self, design, hook, kind):
         self.design, self.hook, self.kind = design, hook, kind
         if design == "kvmexit":
-            self.tracer = Tracer(Filter(), mode=kind, source="kvm_" + hook).start()
-            self.obj, self.prog = self.tracer._obj, self.tracer.attached.prog
+            self.tracer = Tracer(TraceOptions(mode=kind, source="kvm_" + hook)).start()
+            self.obj, self.prog = self.tracer.object, self.tracer.attached.prog
         else:
             self.tracer = None
             self.prog = "%s_%s_%s" % (design, hook, KINDS[kind])
-            self.obj = BpfObject(BASELINES.read_bytes())
-            self.obj.autoload_only({self.prog}, BASELINE_PROGS)
-            self.obj.load()
+            self.obj = baseline(self.prog)
             self.obj.attach(self.prog, kind, "kvm_" + hook)
 
     def stats(self):
@@ -76,6 +74,14 @@ class Attached:
 
     def close(self):
         (self.tracer or self.obj).close()
+
+
+def baseline(prog):
+    """One program of bench/baselines.bpf.o, loaded."""
+    obj = BpfObject(BASELINES.read_bytes(), "baselines")
+    obj.load_only({prog})
+    obj.load()
+    return obj
 
 
 def run_guest(programs, **kw):
@@ -167,74 +173,66 @@ def bench_guest(repeats, n):
 
 # -- 3 -----------------------------------------------------------------------
 def synthetic(nkeys, ncpu):
+    """Keys, per-CPU values and caches in the real layout: 8 reasons per thread, each CPU's cache owned."""
     keys = b"".join(bytes(kvmexit_key(1000 + i // 8, 2000 + i // 8, i % 8, 0, 1, 0)) for i in range(nkeys))
     values = struct.pack("<%dQ" % (nkeys * ncpu), *((i % 7) for i in range(nkeys * ncpu)))
-    caches = []
-    for cpu in range(ncpu):
-        c = kvmexit_cache()
-        c.pid_tgid, c.key = (1000 << 32) | 2000, kvmexit_key(1000, 2000, 0, 0, 1, 0)
-        c.nslots = KVMEXIT_CACHE_SLOTS
-        for s in range(KVMEXIT_CACHE_SLOTS):
-            c.slots[s].tag, c.slots[s].count = s, 100
-        caches.append(bytes(c))
-    return keys, values, b"".join(caches)
+    c = kvmexit_cache()
+    c.owner, c.key = owner((1000 << 32) | 2000, 1), kvmexit_key(1000, 2000, 0, 0, 1, 0)
+    c.nreasons = len(c.reasons)
+    for r in range(len(c.reasons)):
+        c.reasons[r], c.dense[r] = r, 100
+    return keys, values, [bytes(c)] * ncpu
 
 
 def bench_readout(repeats):
     ncpu = maps.possible_cpus()
     rows = []
-    # real maps at this host's CPU count
+    lib = _libbpf.load()
+    # real maps at this host's CPU count: the whole read, and its floor (the batched copy alone)
     for nkeys in (1024, 16384, 65536):
-        obj = BpfObject(object_bytes(CORE_OBJECT))
-        obj.autoload_only({"handle_kvm_pio_raw"}, CORE_PROGRAMS)
-        obj.set_max_entries(MAP_COUNTS, nkeys)
-        obj.load()
+        obj = KvmExitObject(CORE_OBJECT, "handle_kvm_pio_raw", max_entries=nkeys)
         try:
             keys, values, _ = synthetic(nkeys, ncpu)
-            fd = obj.map_fd(MAP_COUNTS)
-            from kvmexit import _libbpf
-            lib = _libbpf.load()
+            fd = obj.obj.map_fd(MAP_COUNTS)
             for i in range(nkeys):
                 lib.bpf_map_update_elem(fd, keys[16 * i:16 * i + 16], values[8 * ncpu * i:8 * ncpu * (i + 1)], 0)
-            times = []
+            whole, floor = [], []
             for _ in range(repeats):
                 t0 = time.perf_counter()
-                cache = maps.read_cache(obj.map_fd(MAP_CACHE), ncpu)
-                k, v = maps.read_counts(fd, ncpu, nkeys)
-                totals, _ = maps.combine(k, v, ncpu, cache)
-                times.append((time.perf_counter() - t0) * 1e3)
-            assert len(totals) == nkeys - sum(1 for i in range(nkeys) if not any(
+                maps.read_hash(fd, 8 * ncpu, nkeys)
+                t1 = time.perf_counter()
+                snap = obj.read()
+                t2 = time.perf_counter()
+                floor.append((t1 - t0) * 1e3)
+                whole.append((t2 - t1) * 1e3)
+            assert len(snap.totals) == nkeys - sum(1 for i in range(nkeys) if not any(
                 (j % 7) for j in range(i * ncpu, (i + 1) * ncpu)))
-            rows.append([nkeys, ncpu, "real map", fmt(times, " ms", 2),
-                         "%.1f" % (med(times) * 1e6 / (nkeys * ncpu))])
+            rows.append([nkeys, ncpu, "read()", fmt(whole, " ms", 2), fmt(floor, " ms", 2),
+                         "%.2fx" % (med(whole) / med(floor)), "%.1f" % (med(whole) * 1e6 / (nkeys * ncpu))])
         finally:
             obj.close()
     # the summing code beyond this host's CPUs: synthetic buffers of the real layout
     for ncpu_s in (1, 64, 640):
         for nkeys in (1024, 16384):
-            keys, values, cache = synthetic(nkeys, ncpu_s)
+            keys, values, caches = synthetic(nkeys, ncpu_s)
             times = []
             for _ in range(repeats):
                 t0 = time.perf_counter()
-                maps.combine(keys, values, ncpu_s, cache)
+                maps.combine(keys, values, ncpu_s, caches)
                 times.append((time.perf_counter() - t0) * 1e3)
-            rows.append([nkeys, ncpu_s, "combine()", fmt(times, " ms", 2),
+            rows.append([nkeys, ncpu_s, "combine()", fmt(times, " ms", 2), "-", "-",
                          "%.1f" % (med(times) * 1e6 / (nkeys * ncpu_s))])
-    table("3a. Readout: read + sum every counter (counters = (thread, reason) pairs), median (min-max) of %d"
-          % repeats, ["counters", "CPUs", "what", "time", "ns per counter x CPU"], rows)
+    table("3a. Readout: read + sum every counter (counters = (thread, reason) pairs), median (min-max) of %d; "
+          "floor: the BPF_MAP_LOOKUP_BATCH calls alone, same run" % repeats,
+          ["counters", "CPUs", "what", "time", "floor", "time/floor", "ns per counter x CPU"], rows)
     RESULTS["readout"] = rows
 
     # kernel memory, measured at this host's CPU count, formula beyond
-    obj = BpfObject(object_bytes(CORE_OBJECT))
-    obj.autoload_only({"handle_kvm_pio_raw"}, CORE_PROGRAMS)
-    obj.set_max_entries(MAP_COUNTS, 16384)
-    obj.load()
+    obj = KvmExitObject(CORE_OBJECT, "handle_kvm_pio_raw", max_entries=16384)
     k_entry = obj.memlock(MAP_COUNTS) / 16384 - 8 * ncpu
     k_cache = obj.memlock(MAP_CACHE)
     obj.close()
-    b = BpfObject(BASELINES.read_bytes())
-    b.autoload_only({"bcc_pio_raw"}, BASELINE_PROGS)
-    b.load()
+    b = baseline("bcc_pio_raw")
     b_entry = b.memlock("pcpu_kvm_stat") / 1024 - 616 * ncpu
     b.close()
     mib = lambda x: "%.1f MiB" % (x / 2**20)
@@ -290,14 +288,11 @@ def bench_scale(events):
         per = {}
         for design in ("kvmexit", "bcc"):
             if design == "kvmexit":
-                obj = BpfObject(object_bytes(CORE_OBJECT))
-                obj.autoload_only({"handle_kvm_pio_raw"}, CORE_PROGRAMS)
                 prog = "handle_kvm_pio_raw"
+                obj = KvmExitObject(CORE_OBJECT, prog)
             else:
-                obj = BpfObject(BASELINES.read_bytes())
-                obj.autoload_only({"bcc_pio_raw"}, BASELINE_PROGS)
                 prog = "bcc_pio_raw"
-            obj.load()
+                obj = baseline(prog)
             rounds = max(1, events // nthreads)
             evs = [threading.Event() for _ in range(nthreads)]
 
@@ -326,37 +321,47 @@ def bench_scale(events):
 
 # -- 6 -----------------------------------------------------------------------
 def bench_latency(repeats, events):
-    """--latency's cost: the exit program and its _lat twin, and the entry
-    program, by BPF_PROG_TEST_RUN from one thread (cache hits), alternating."""
+    """--latency's cost, and what a false `latency` in .rodata costs the plain
+    path: the raw_tp exit program of an object without the latency code
+    (built with -DKVMEXIT_NO_LATENCY), of the shipped object with latency
+    false, and with latency true plus its entry program; BPF_PROG_TEST_RUN
+    from one thread (cache hits), alternating."""
     os.sched_setaffinity(0, {0})
-    obj = BpfObject(object_bytes(CORE_OBJECT))
-    progs = ("handle_kvm_exit_raw", "handle_kvm_exit_raw_lat", "handle_kvm_entry_raw")
-    obj.autoload_only(set(progs), CORE_PROGRAMS)
-    obj.load()
-    res = {"exit": [], "exit --latency": [], "entry --latency": []}
+    exit_prog, entry_prog = "handle_kvm_exit_raw", "handle_kvm_entry_raw"
+    nolat = BpfObject(NO_LATENCY.read_bytes(), "kvm_exit")
+    nolat.load_only({exit_prog})
+    nolat.load()
+    objs = {"no latency code": nolat, "latency = false": KvmExitObject(CORE_OBJECT, exit_prog),
+            "latency = true": KvmExitObject(CORE_OBJECT, exit_prog, entry_prog)}
+    res = {name: [] for name in objs}
+    res["entry (latency = true)"] = []
     try:
         for _ in range(repeats):
-            for lat in (False, True):
-                exit_prog = progs[1] if lat else progs[0]
+            for name, obj in objs.items():
+                lat = name == "latency = true"
                 e0, n0 = obj.prog_stats(exit_prog)
-                x0, m0 = obj.prog_stats(progs[2])
+                x0, m0 = obj.prog_stats(entry_prog) if lat else (0, 0)
                 for _ in range(events):
                     obj.test_run(exit_prog, [0, 1])
                     if lat:
-                        obj.test_run(progs[2], [0])
+                        obj.test_run(entry_prog, [0])
                 e1, n1 = obj.prog_stats(exit_prog)
-                x1, m1 = obj.prog_stats(progs[2])
-                res["exit --latency" if lat else "exit"].append((e1 - e0) / (n1 - n0))
+                res[name].append((e1 - e0) / (n1 - n0))
                 if lat:
-                    res["entry --latency"].append((x1 - x0) / (m1 - m0))
+                    x1, m1 = obj.prog_stats(entry_prog)
+                    res["entry (latency = true)"].append((x1 - x0) / (m1 - m0))
+        sizes = {name: (obj.obj if name != "no latency code" else obj).prog_sizes(exit_prog) for name, obj in objs.items()}
     finally:
-        obj.close()
-    added = med(res["exit --latency"]) - med(res["exit"]) + med(res["entry --latency"])
-    rows = [[k, fmt(v, " ns")] for k, v in res.items()]
-    rows.append(["added per exit/entry pair", "%.1f ns" % added])
-    table("6. --latency in the kernel (bpf_stats; raw_tp kvm_exit programs, plain and _lat, and the entry "
-          "program by BPF_PROG_TEST_RUN, %d pairs), median (min-max) of %d" % (events, repeats),
-          ["program", "per event"], rows)
+        for obj in objs.values():
+            obj.close()
+    added = med(res["latency = true"]) - med(res["latency = false"]) + med(res["entry (latency = true)"])
+    base = med(res["no latency code"])
+    rows = [[k, fmt(v, " ns"), "%.2fx" % (med(v) / base), "%d / %d" % sizes[k] if k in sizes else "-"]
+            for k, v in res.items()]
+    rows.append(["added per exit/entry pair", "%.1f ns" % added, "-", "-"])
+    table("6. --latency in the kernel (bpf_stats; the raw_tp exit program by BPF_PROG_TEST_RUN, %d events), "
+          "median (min-max) of %d; size: verifier's instructions / JIT bytes" % (events, repeats),
+          ["program", "per event", "/ no latency code", "size"], rows)
 
 
 def main():

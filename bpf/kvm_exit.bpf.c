@@ -9,7 +9,9 @@
  *  - kvm_exit_legacy.bpf.o (-DKVMEXIT_LEGACY): no CO-RE relocation at all,
  *    so it loads where kernel BTF is missing or unreadable by this libbpf.
  * Both hold the kvm_entry programs (--latency) and the calibration programs
- * on kvm_pio and kvm_msr (kvmexit selftest, make bench).
+ * on kvm_pio and kvm_msr (kvmexit selftest, make bench).  Every program
+ * calls count_exit(); userspace loads exactly one kvm_exit (or calibration)
+ * program, and with --latency the kvm_entry program of the same kind.
  */
 #include "kvm_min.h"
 #include <bpf/bpf_helpers.h>
@@ -19,15 +21,20 @@
 #endif
 #include "kvm_exit.h"
 
-#define VCPU_ANY 0xffffffff
-
-/* filters, written by userspace into .rodata before load */
+/* set by userspace in .rodata before load; the verifier drops the code
+ * that a false `latency` or an absent filter makes unreachable */
 const volatile __u32 targ_tgid = 0;
-const volatile __u32 targ_vcpu = VCPU_ANY;
+const volatile __u32 targ_vcpu = KVMEXIT_VCPU_ANY;
 const volatile __u32 targ_ntids = 0;
 const volatile __u32 targ_tids[KVMEXIT_MAX_TIDS] = {};
 /* the kvm_exit record has vcpu_id at offset 56 (checked against its format file) */
 const volatile bool tp_has_vcpu_id = false;
+/* --latency: remember each exit until the thread's next kvm_entry */
+#ifndef KVMEXIT_NO_LATENCY
+const volatile bool latency = false;
+#else
+#define latency false	/* make bench only: no latency code, what a false latency must cost */
+#endif
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -35,6 +42,13 @@ struct {
 	__type(key, __u32);
 	__type(value, struct kvmexit_cache);
 } cache SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct kvmexit_gen);
+} gens SEC(".maps");
 
 /* max_entries is set by userspace at load time (--max-entries) */
 struct {
@@ -58,9 +72,62 @@ struct {
 	__uint(max_entries, 16384);
 	__type(key, struct kvmexit_key);
 	__type(value, struct kvmexit_lat);
-} latency SEC(".maps");
+} lat_stats SEC(".maps");
 
-static const struct kvmexit_lat lat_zero;
+static const __u64 zero_count;
+static const struct kvmexit_pending zero_pending;
+static const struct kvmexit_lat zero_lat;
+
+/* the element of key, created from init when missing; NULL if the map is full */
+static __always_inline void *lookup_or_init(void *map, const void *key, const void *init)
+{
+	void *val = bpf_map_lookup_elem(map, key);
+	long err;
+
+	if (val)
+		return val;
+	/* another CPU may have inserted the key since: -EEXIST, look again */
+	err = bpf_map_update_elem(map, key, init, BPF_NOEXIST);
+	if (err && err != -EEXIST)
+		return NULL;
+	return bpf_map_lookup_elem(map, key);
+}
+
+/* where the vCPU id of an exit is: read only for a new owner of a cache */
+enum vcpu_src {
+	VCPU_CONST,		/* aux is the id (or KVMEXIT_VCPU_UNKNOWN) */
+	VCPU_KVM,		/* ptr is a struct kvm_vcpu * */
+	VCPU_PIO,		/* ptr is kvm_pio's data, aux its size */
+	VCPU_PIO_ARG,		/* ptr is where kvm_pio's data pointer is, aux its size */
+};
+
+/* inlined into each program, where src is a constant: the other sources' code is gone */
+static __always_inline __u32 vcpu_id_of(enum vcpu_src src, const void *ptr, __u32 aux)
+{
+	__u32 val = 0;
+
+	if (src == VCPU_PIO_ARG)
+		bpf_probe_read_kernel(&ptr, sizeof(ptr), ptr);
+	if (src == VCPU_PIO || src == VCPU_PIO_ARG) {
+		bpf_probe_read_kernel(&val, sizeof(val), ptr);
+		return aux == 1 ? val & 0xff : aux == 2 ? val & 0xffff : val;
+	}
+#ifndef KVMEXIT_LEGACY
+	if (src == VCPU_KVM)
+		return BPF_CORE_READ((const struct kvm_vcpu *)ptr, vcpu_id);
+#endif
+	return aux;
+}
+
+/* one event, as the slow path needs it */
+struct exit_event {
+	__u64 owner;		/* KVMEXIT_OWNER() */
+	__u32 reason;
+	__u8 flags;		/* KVMEXIT_KEY_* */
+	__u8 _pad[3];
+	__u32 vcpu_id;		/* read only when the event's thread does not own the cache */
+	__u32 _pad1;
+};
 
 static __always_inline bool tid_wanted(__u32 tid)
 {
@@ -73,141 +140,113 @@ static __always_inline bool tid_wanted(__u32 tid)
 	return false;
 }
 
-/* where count_exit finds the vCPU id, read only when needed (cache miss, -v) */
-enum vcpu_src {
-	VCPU_CONST,		/* aux is the id (or KVMEXIT_VCPU_UNKNOWN) */
-	VCPU_KVM,		/* ptr is a struct kvm_vcpu * */
-	VCPU_PIO,		/* ptr is kvm_pio's data, aux its size */
-};
-
-static __always_inline __u32 vcpu_id_of(__u8 src, const void *ptr, __u32 aux)
-{
-	__u32 val = 0;
-
-	if (src == VCPU_PIO) {
-		bpf_probe_read_kernel(&val, sizeof(val), ptr);
-		return aux == 1 ? val & 0xff : aux == 2 ? val & 0xffff : val;
-	}
-#ifndef KVMEXIT_LEGACY
-	if (src == VCPU_KVM)
-		return BPF_CORE_READ((struct kvm_vcpu *)ptr, vcpu_id);
-#endif
-	return aux;
-}
-
-/* find or create the hash counter of one (thread, reason) */
-static __always_inline __u64 *counter(struct kvmexit_key *key)
-{
-	__u64 zero = 0, *val;
-	long err;
-
-	val = bpf_map_lookup_elem(&counts, key);
-	if (val)
-		return val;
-	/* only this thread inserts its own keys, so -EEXIST cannot happen
-	 * in practice; tolerate it anyway */
-	err = bpf_map_update_elem(&counts, key, &zero, BPF_NOEXIST);
-	if (err && err != -EEXIST)
-		return NULL;
-	return bpf_map_lookup_elem(&counts, key);
-}
-
-/* write the departing owner's cached counts back to the hash */
-static __always_inline void evict(struct kvmexit_cache *c)
+/* write the owner's cached counts back to the hash and empty the cache */
+static __always_inline void write_back(struct kvmexit_cache *c)
 {
 	struct kvmexit_key key = c->key;
-	__u32 n = c->nslots;
+	__u32 n = c->nreasons, r;
 	__u64 *val;
 
-	for (int i = 0; i < KVMEXIT_CACHE_SLOTS; i++) {
+	for (int i = 0; i < KVMEXIT_CACHE_REASONS; i++) {
 		if (i >= n)
 			break;
-		key.reason = (__u32)c->slots[i].tag;
-		key.flags = (__u8)(c->slots[i].tag >> 32);
-		/* the entry was created when the slot was filled and is
-		 * never deleted while attached: the lookup cannot fail */
+		r = c->reasons[i];
+		if (r >= KVMEXIT_DENSE)		/* never: a bound for the verifier */
+			continue;
+		key.reason = r;
+		key.flags = 0;
+		/* created when the reason was cached, never deleted while
+		 * attached: the lookup cannot fail */
 		val = bpf_map_lookup_elem(&counts, &key);
 		if (val)
-			*val = c->slots[i].count;
+			*val = c->dense[r];
+		c->dense[r] = 0;
 	}
+	c->nreasons = 0;
 }
 
 /*
- * Everything but a cache hit: a new owner for this CPU's cache (filters,
- * eviction) or a new reason for the owner.  Not inlined, so that the hit
- * path of every program stays small (faster in bpf_stats while developing;
- * make bench measures the result, not the alternative).
- * how = isa | src << 8 | aux << 32.  Returns 1 when the filters exclude the thread.
+ * The event's thread takes this CPU's cache: the filters run here only (an
+ * owner has passed them already, and a thread they exclude evicts nothing).
+ * The cache's gen is odd while the owner changes.  Returns false when the
+ * filters exclude the thread.
  */
-static __noinline int count_slow(struct kvmexit_cache *c, __u64 id, __u64 tag, const void *ptr, __u64 how)
+static __always_inline bool take_cache(struct kvmexit_cache *c, const struct exit_event *ev)
 {
-	__u32 tgid = id >> 32, tid = (__u32)id, aux = how >> 32, vcpu_id, n;
-	__u8 isa = how, src = how >> 8;
+	__u32 tgid = ev->owner >> 32 & 0xffffff, tid = (__u32)ev->owner, vcpu_id = ev->vcpu_id, zero = 0;
+	struct kvmexit_gen *g;
+
+	if (targ_tgid && tgid != targ_tgid)
+		return false;
+	if (targ_ntids && !tid_wanted(tid))
+		return false;
+	if (targ_vcpu != KVMEXIT_VCPU_ANY && vcpu_id != targ_vcpu)
+		return false;
+	g = bpf_map_lookup_elem(&gens, &zero);
+	if (!g)
+		return false;
+	g->gen++;
+	barrier();
+	if (c->owner)
+		write_back(c);
+	c->owner = ev->owner;
+	c->key.tgid = tgid;
+	c->key.tid = tid;
+	c->key.reason = 0;
+	c->key.vcpu = vcpu_id < KVMEXIT_VCPU_UNKNOWN ? vcpu_id : KVMEXIT_VCPU_UNKNOWN;
+	c->key.isa = ev->owner >> KVMEXIT_OWNER_ISA_SHIFT;
+	c->key.flags = 0;
+	barrier();
+	g->gen++;
+	return true;
+}
+
+/*
+ * Everything but a cache hit: a new owner for this CPU's cache, or a reason
+ * the owner has not here yet (cached while there is room, else counted in
+ * the hash directly).  Not inlined: every program's hit path stays small.
+ * Returns 1 when the filters exclude the thread.
+ */
+static __noinline int count_slow(struct kvmexit_cache *c, const struct exit_event *ev)
+{
 	struct kvmexit_key key;
+	__u32 n, r;
 	__u64 *val;
 
-	if (c->pid_tgid != id || c->key.isa != isa) {
-		/* the filters run here only: an owner has passed them
-		 * already, and a thread they exclude evicts nothing */
-		if (targ_tgid && tgid != targ_tgid)
-			return 1;
-		if (targ_ntids && !tid_wanted(tid))
-			return 1;
-		vcpu_id = vcpu_id_of(src, ptr, aux);
-		if (targ_vcpu != VCPU_ANY && vcpu_id != targ_vcpu)
-			return 1;
-		if (c->key.isa)
-			evict(c);
-		c->pid_tgid = id;
-		c->key.tgid = tgid;
-		c->key.tid = tid;
-		c->key.reason = 0;
-		c->key.vcpu = vcpu_id < KVMEXIT_VCPU_UNKNOWN ? vcpu_id : KVMEXIT_VCPU_UNKNOWN;
-		c->key.isa = isa;
-		c->key.flags = 0;
-		c->nslots = 0;
-		for (int i = 0; i < KVMEXIT_CACHE_SLOTS; i++)
-			c->slots[i].tag = KVMEXIT_SLOT_EMPTY;
-	}
-
-	/* new reason for this owner: take a slot, or count in the hash
-	 * directly once all slots are taken */
-	n = c->nslots;
+	if (c->owner != ev->owner && !take_cache(c, ev))
+		return 1;
 	key = c->key;
-	key.reason = (__u32)tag;
-	key.flags = (__u8)(tag >> 32);
-	val = counter(&key);
+	key.reason = ev->reason;
+	key.flags = ev->flags;
+	val = lookup_or_init(&counts, &key, &zero_count);
 	if (!val) {
 		c->drops++;
 		return 0;
 	}
-	if (n < KVMEXIT_CACHE_SLOTS) {
-		c->slots[n].tag = tag;
-		c->slots[n].count = *val + 1;
-		c->nslots = n + 1;
+	n = c->nreasons;
+	r = ev->reason;
+	if (r < KVMEXIT_DENSE && !ev->flags && n < KVMEXIT_CACHE_REASONS) {
+		c->dense[r] = *val + 1;
+		c->reasons[n] = r;
+		c->nreasons = n + 1;
 	} else {
 		*val += 1;
 	}
 	return 0;
 }
 
-/* --latency: this thread (the cache's owner now) exited for tag's reason */
-static __noinline int record_exit(struct kvmexit_cache *c, __u64 tag)
+/* --latency: this thread (the cache's owner now) exited for reason */
+static __noinline int record_exit(struct kvmexit_cache *c, __u32 reason, __u8 flags)
 {
-	struct kvmexit_pending *p, init = {};
+	struct kvmexit_pending *p;
 	__u32 tid = c->key.tid;
 
-	/* in place when the thread has a record already: no update's copy */
-	p = bpf_map_lookup_elem(&pending, &tid);
-	if (!p) {
-		bpf_map_update_elem(&pending, &tid, &init, BPF_NOEXIST);
-		p = bpf_map_lookup_elem(&pending, &tid);
-		if (!p)
-			return 0;
-	}
+	p = lookup_or_init(&pending, &tid, &zero_pending);
+	if (!p)
+		return 0;
 	p->key = c->key;
-	p->key.reason = (__u32)tag;
-	p->key.flags = (__u8)(tag >> 32);
+	p->key.reason = reason;
+	p->key.flags = flags;
 	p->ts = bpf_ktime_get_ns();
 	return 0;
 }
@@ -237,26 +276,18 @@ static __always_inline __u32 log2_u64(__u64 v)
 static __always_inline void count_entry(void)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	__u64 slot;
 	struct kvmexit_pending *p;
 	struct kvmexit_lat *l;
-	__u64 delta;
-	long err;
+	__u64 delta, slot;
 
 	p = bpf_map_lookup_elem(&pending, &tid);
 	if (!p || !p->ts)
 		return;
 	delta = bpf_ktime_get_ns() - p->ts;
 	p->ts = 0;
-	l = bpf_map_lookup_elem(&latency, &p->key);
-	if (!l) {
-		err = bpf_map_update_elem(&latency, &p->key, &lat_zero, BPF_NOEXIST);
-		if (err && err != -EEXIST)
-			return;
-		l = bpf_map_lookup_elem(&latency, &p->key);
-		if (!l)
-			return;
-	}
+	l = lookup_or_init(&lat_stats, &p->key, &zero_lat);
+	if (!l)
+		return;
 	l->count++;
 	l->total_ns += delta;
 	if (!l->min_ns || delta < l->min_ns)
@@ -272,55 +303,54 @@ static __always_inline void count_entry(void)
 	l->hist[slot & (KVMEXIT_LAT_SLOTS - 1)]++;
 }
 
-/* the one counting function every program calls */
-static __always_inline void count_exit(__u32 reason, __u8 flags, __u8 isa,
-				       enum vcpu_src src, const void *ptr, __u32 aux, bool lat)
+/*
+ * The one counting function every program calls.  A hit (this CPU's cache
+ * owned by the thread, the reason cached) is one array lookup, two compares
+ * and an increment.
+ */
+static __always_inline void count_exit(__u32 reason, __u8 flags, __u8 isa, enum vcpu_src vcpu_src,
+				       const void *vcpu_ptr, __u32 vcpu_aux)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	__u64 tag = reason | (__u64)flags << 32 | (__u64)isa << 40;
+	__u64 owner = KVMEXIT_OWNER(bpf_get_current_pid_tgid(), isa);
 	struct kvmexit_cache *c;
 	__u32 zero = 0;
+	__u64 *n;
 
 	c = bpf_map_lookup_elem(&cache, &zero);
 	if (!c)
 		return;
-	/* cache hit: the owner, one of its cached reasons (the tag holds the
-	 * isa, so an owner's slots never match another isa; empty slots never
-	 * match at all) */
-	if (c->pid_tgid == id) {
-		/* slot 0 first, at a constant offset: the common case */
-		if (c->slots[0].tag == tag) {
-			c->slots[0].count++;
+	if (c->owner == owner && reason < KVMEXIT_DENSE && !flags) {
+		n = &c->dense[reason];
+		if (*n) {
+			(*n)++;
 			goto counted;
 		}
-#pragma unroll
-		for (int i = 1; i < KVMEXIT_CACHE_SLOTS; i++) {
-			if (c->slots[i].tag == tag) {
-				c->slots[i].count++;
-				goto counted;
-			}
-		}
 	}
-	if (count_slow(c, id, tag, ptr, isa | (__u64)src << 8 | (__u64)aux << 32))
-		return;
+	{
+		struct exit_event ev = {.owner = owner, .reason = reason, .flags = flags};
+
+		ev.vcpu_id = c->owner == owner ? 0 : vcpu_id_of(vcpu_src, vcpu_ptr, vcpu_aux);
+		if (count_slow(c, &ev))
+			return;
+	}
 counted:
-	/* a compile-time constant: the programs without --latency carry no trace of it */
-	if (lat)
-		record_exit(c, tag);
+	if (latency)
+		record_exit(c, reason, flags);
 }
 
 #ifndef KVMEXIT_LEGACY
 /* >= 5.16: the reason lives only in the vendor vCPU struct */
-static __always_inline int count_vendor_exit(struct kvm_vcpu *vcpu, __u32 isa, bool lat)
+static __always_inline void count_vendor_exit(struct kvm_vcpu *vcpu, __u32 isa)
 {
-	__u32 reason = 0, flags = 0;
+	__u32 reason = 0;
+	__u8 flags = 0;
 
 	/* tp_btf arguments may be NULL for the verifier since Linux 6.13:
 	 * no arithmetic on vcpu before this test.  KVM never passes NULL;
 	 * if it did, the exit would still be counted, as unreadable */
 	if (!vcpu) {
-		count_exit(0, KVMEXIT_KEY_NO_REASON, isa, VCPU_CONST, NULL, KVMEXIT_VCPU_UNKNOWN, lat);
-		return 0;
+		count_exit(0, KVMEXIT_KEY_NO_REASON, isa, VCPU_CONST, NULL, KVMEXIT_VCPU_UNKNOWN);
+		return;
 	}
 	if (isa == KVMEXIT_ISA_VMX && bpf_core_type_exists(struct vcpu_vmx)) {
 		void *vmx = (void *)vcpu - bpf_core_field_offset(struct vcpu_vmx, vcpu);
@@ -340,26 +370,9 @@ static __always_inline int count_vendor_exit(struct kvm_vcpu *vcpu, __u32 isa, b
 	} else {
 		flags = KVMEXIT_KEY_NO_REASON;
 	}
-	count_exit(reason, flags, isa, VCPU_KVM, vcpu, 0, lat);
-	return 0;
+	count_exit(reason, flags, isa, VCPU_KVM, vcpu, 0);
 }
 #endif
-
-/* the classic tracepoint record, at the offsets of arch/x86/kvm/trace.h;
- * userspace checks them against events/kvm/kvm_exit/format before use */
-struct kvmexit_tp_exit {
-	__u64 common;
-	__u32 exit_reason;	/* 8 */
-	__u32 _pad0;
-	__u64 guest_rip;	/* 16 */
-	__u32 isa;		/* 24 */
-	__u32 _pad1;
-	__u64 info1;		/* 32 */
-	__u64 info2;		/* 40 */
-	__u32 intr_info;	/* 48 */
-	__u32 error_code;	/* 52 */
-	__u32 vcpu_id;		/* 56 */
-};
 
 /*
  * <= 5.15's prototype: the reason is the first argument, an unsigned int
@@ -369,72 +382,62 @@ struct kvmexit_tp_exit {
  * reason (a pointer: another prototype), and counts as unreadable.
  * No vCPU id without CO-RE.
  */
-static __always_inline void count_old_exit(__u64 reason, struct kvm_vcpu *vcpu, __u32 isa, bool lat)
+static __always_inline void count_old_exit(__u64 reason, struct kvm_vcpu *vcpu, __u32 isa)
 {
 	__u8 flags = reason >> 32 ? KVMEXIT_KEY_NO_REASON : 0;
 
 	reason = flags ? 0 : reason;
 #ifdef KVMEXIT_LEGACY
-	count_exit(reason, flags, isa, VCPU_CONST, NULL, KVMEXIT_VCPU_UNKNOWN, lat);
+	count_exit(reason, flags, isa, VCPU_CONST, NULL, KVMEXIT_VCPU_UNKNOWN);
 #else
 	if (vcpu)
-		count_exit(reason, flags, isa, VCPU_KVM, vcpu, 0, lat);
+		count_exit(reason, flags, isa, VCPU_KVM, vcpu, 0);
 	else
-		count_exit(reason, flags, isa, VCPU_CONST, NULL, KVMEXIT_VCPU_UNKNOWN, lat);
+		count_exit(reason, flags, isa, VCPU_CONST, NULL, KVMEXIT_VCPU_UNKNOWN);
 #endif
 }
 
-/*
- * The kvm_exit programs, each twice: handle_kvm_exit_<kind> counts, and
- * handle_kvm_exit_<kind>_lat also remembers the exit for --latency.
- * _old: <= 5.15's prototype, the reason as the first argument.
- */
+/* -- kvm_exit ---------------------------------------------------------------- */
 #ifndef KVMEXIT_LEGACY
-#define KVM_EXIT_BTF_PROGRAMS(sfx, lat)							\
-SEC("tp_btf/kvm_exit")									\
-int BPF_PROG(handle_kvm_exit_btf##sfx, struct kvm_vcpu *vcpu, __u32 isa)		\
-{											\
-	return count_vendor_exit(vcpu, isa, lat);					\
-}											\
-											\
-SEC("raw_tp/kvm_exit")									\
-int BPF_PROG(handle_kvm_exit_raw##sfx, struct kvm_vcpu *vcpu, __u32 isa)		\
-{											\
-	return count_vendor_exit(vcpu, isa, lat);					\
-}											\
-											\
-SEC("tp_btf/kvm_exit")									\
-int BPF_PROG(handle_kvm_exit_btf_old##sfx, unsigned int exit_reason,			\
-	     struct kvm_vcpu *vcpu, __u32 isa)						\
-{											\
-	count_old_exit(exit_reason, vcpu, isa, lat);					\
-	return 0;									\
+SEC("tp_btf/kvm_exit")
+int BPF_PROG(handle_kvm_exit_btf, struct kvm_vcpu *vcpu, __u32 isa)
+{
+	count_vendor_exit(vcpu, isa);
+	return 0;
 }
-KVM_EXIT_BTF_PROGRAMS(, false)
-KVM_EXIT_BTF_PROGRAMS(_lat, true)
+
+SEC("raw_tp/kvm_exit")
+int BPF_PROG(handle_kvm_exit_raw, struct kvm_vcpu *vcpu, __u32 isa)
+{
+	count_vendor_exit(vcpu, isa);
+	return 0;
+}
+
+SEC("tp_btf/kvm_exit")
+int BPF_PROG(handle_kvm_exit_btf_old, unsigned int exit_reason, struct kvm_vcpu *vcpu, __u32 isa)
+{
+	count_old_exit(exit_reason, vcpu, isa);
+	return 0;
+}
 #endif
 
-#define KVM_EXIT_PROGRAMS(sfx, lat)							\
-SEC("raw_tp/kvm_exit")									\
-int BPF_PROG(handle_kvm_exit_raw_old##sfx, __u64 exit_reason,				\
-	     struct kvm_vcpu *vcpu, __u32 isa)						\
-{											\
-	count_old_exit(exit_reason, vcpu, isa, lat);					\
-	return 0;									\
-}											\
-											\
-SEC("tracepoint/kvm/kvm_exit")								\
-int handle_kvm_exit_tp##sfx(struct kvmexit_tp_exit *ctx)				\
-{											\
-	count_exit(ctx->exit_reason, 0, ctx->isa, VCPU_CONST, NULL,			\
-		   tp_has_vcpu_id ? ctx->vcpu_id : KVMEXIT_VCPU_UNKNOWN, lat);		\
-	/* 1 keeps the record for other perf users (perf kvm stat, kvm_stat) */	\
-	return 1;									\
+SEC("raw_tp/kvm_exit")
+int BPF_PROG(handle_kvm_exit_raw_old, __u64 exit_reason, struct kvm_vcpu *vcpu, __u32 isa)
+{
+	count_old_exit(exit_reason, vcpu, isa);
+	return 0;
 }
-KVM_EXIT_PROGRAMS(, false)
-KVM_EXIT_PROGRAMS(_lat, true)
 
-/* --latency: kvm_entry, whatever its prototype (only the current thread matters) */
+SEC("tracepoint/kvm/kvm_exit")
+int handle_kvm_exit_tp(struct kvmexit_tp_exit *ctx)
+{
+	count_exit(ctx->exit_reason, 0, ctx->isa, VCPU_CONST, NULL,
+		   tp_has_vcpu_id ? ctx->vcpu_id : KVMEXIT_VCPU_UNKNOWN);
+	/* 1 keeps the record for other perf users (perf kvm stat, kvm_stat) */
+	return 1;
+}
+
+/* -- kvm_entry (--latency): whatever its prototype, only the thread matters -- */
 #ifndef KVMEXIT_LEGACY
 SEC("tp_btf/kvm_entry")
 int BPF_PROG(handle_kvm_entry_btf)
@@ -459,22 +462,14 @@ int handle_kvm_entry_tp(void *ctx)
 }
 
 /*
- * Calibration hook: the same counting code fed by kvm:kvm_pio, which every
- * KVM flavour emits from the vCPU thread.  Reason = port, vCPU = value.
+ * -- calibration: kvm:kvm_pio ----------------------------------------------
+ * The same counting code fed by kvm:kvm_pio, which every KVM flavour emits
+ * from the vCPU thread.  Reason = port, vCPU = the value written.
  */
-struct kvmexit_tp_pio {
-	__u64 common;
-	__u32 rw;		/* 8 */
-	__u32 port;		/* 12 */
-	__u32 size;		/* 16 */
-	__u32 count;		/* 20 */
-	__u32 val;		/* 24 */
-};
-
 SEC("tracepoint/kvm/kvm_pio")
 int handle_kvm_pio_tp(struct kvmexit_tp_pio *ctx)
 {
-	count_exit(ctx->port, 0, KVMEXIT_ISA_PIO, VCPU_CONST, NULL, ctx->val, false);
+	count_exit(ctx->port, 0, KVMEXIT_ISA_PIO, VCPU_CONST, NULL, ctx->val);
 	return 1;
 }
 
@@ -482,47 +477,39 @@ SEC("raw_tp/kvm_pio")
 int BPF_PROG(handle_kvm_pio_raw, unsigned int rw, unsigned int port, unsigned int size,
 	     unsigned int count, const void *data)
 {
-	count_exit(port, 0, KVMEXIT_ISA_PIO, VCPU_PIO, data, size, false);
+	count_exit(port, 0, KVMEXIT_ISA_PIO, VCPU_PIO, data, size);
 	return 0;
 }
 
 #ifndef KVMEXIT_LEGACY
 /* the verifier of Linux 6.1 refuses a tp_btf load of a void * argument
  * ("arg4 type UNKNOWN is not a struct"): data is read from the context
- * array with a probe read instead */
+ * array with a probe read instead, and only when the vCPU id is needed */
 SEC("tp_btf/kvm_pio")
 int handle_kvm_pio_btf(__u64 *ctx)
 {
-	const void *data = NULL;
-
-	bpf_probe_read_kernel(&data, sizeof(data), &ctx[4]);
-	count_exit((__u32)ctx[1], 0, KVMEXIT_ISA_PIO, VCPU_PIO, data, (__u32)ctx[2], false);
+	count_exit((__u32)ctx[1], 0, KVMEXIT_ISA_PIO, VCPU_PIO_ARG, &ctx[4], (__u32)ctx[2]);
 	return 0;
 }
 #endif
 
 /*
- * Second calibration hook: kvm:kvm_msr fires inside the kernel for every
- * emulated rdmsr/wrmsr, without a return to userspace, so the guest's time
- * per exit shows what counting adds (make bench).  Reason = MSR index.
+ * -- calibration: kvm:kvm_msr -----------------------------------------------
+ * kvm:kvm_msr fires inside the kernel for every emulated rdmsr/wrmsr,
+ * without a return to userspace, so the guest's time per exit shows what
+ * counting adds (make bench).  Reason = MSR index.
  */
-struct kvmexit_tp_msr {
-	__u64 common;
-	__u32 write;		/* 8 */
-	__u32 ecx;		/* 12 */
-};
-
 SEC("tracepoint/kvm/kvm_msr")
 int handle_kvm_msr_tp(struct kvmexit_tp_msr *ctx)
 {
-	count_exit(ctx->ecx, 0, KVMEXIT_ISA_MSR, VCPU_CONST, NULL, KVMEXIT_VCPU_UNKNOWN, false);
+	count_exit(ctx->ecx, 0, KVMEXIT_ISA_MSR, VCPU_CONST, NULL, KVMEXIT_VCPU_UNKNOWN);
 	return 1;
 }
 
 SEC("raw_tp/kvm_msr")
 int BPF_PROG(handle_kvm_msr_raw, unsigned int write, __u32 ecx)
 {
-	count_exit(ecx, 0, KVMEXIT_ISA_MSR, VCPU_CONST, NULL, KVMEXIT_VCPU_UNKNOWN, false);
+	count_exit(ecx, 0, KVMEXIT_ISA_MSR, VCPU_CONST, NULL, KVMEXIT_VCPU_UNKNOWN);
 	return 0;
 }
 
@@ -530,7 +517,7 @@ int BPF_PROG(handle_kvm_msr_raw, unsigned int write, __u32 ecx)
 SEC("tp_btf/kvm_msr")
 int BPF_PROG(handle_kvm_msr_btf, unsigned int write, __u32 ecx)
 {
-	count_exit(ecx, 0, KVMEXIT_ISA_MSR, VCPU_CONST, NULL, KVMEXIT_VCPU_UNKNOWN, false);
+	count_exit(ecx, 0, KVMEXIT_ISA_MSR, VCPU_CONST, NULL, KVMEXIT_VCPU_UNKNOWN);
 	return 0;
 }
 #endif

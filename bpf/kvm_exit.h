@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
- * The kvmexit ABI: every type and constant shared by the BPF programs and
- * the Python side (src/kvmexit/abi.py mirrors it; tests compare both with
- * the object's BTF).  Fixed-width fields, explicit padding.
+ * The kvmexit contract: every type, constant and record layout shared by
+ * the BPF programs and the Python side (src/kvmexit/abi.py mirrors it;
+ * tests/test_objects.py compares both with the object's BTF).  Fixed-width
+ * fields, explicit padding.
  */
 #ifndef __KVMEXIT_H
 #define __KVMEXIT_H
@@ -16,11 +17,20 @@
 #define KVMEXIT_ISA_MSR		4
 
 #define KVMEXIT_VCPU_UNKNOWN	0xffff
+/* targ_vcpu when no vCPU is filtered on */
+#define KVMEXIT_VCPU_ANY	0xffffffff
 /* key flag: the vendor exit reason could not be read (vendor BTF missing) */
 #define KVMEXIT_KEY_NO_REASON	0x1
 
-/* slots of per-reason counts the per-CPU cache keeps for its owner thread */
-#define KVMEXIT_CACHE_SLOTS	8
+/*
+ * Reasons below KVMEXIT_DENSE (every VMX basic reason, every SVM code up to
+ * VMGEXIT 0x403) are counted, for the thread that owns a CPU's cache, in a
+ * dense array indexed by the reason; up to KVMEXIT_CACHE_REASONS of them
+ * per owner.  Others (VMX reasons with flag bits, SVM's VMGEXIT codes, an
+ * owner's further reasons) are counted in the hash directly.
+ */
+#define KVMEXIT_DENSE		0x410
+#define KVMEXIT_CACHE_REASONS	8
 /* most threads one -T filter can name */
 #define KVMEXIT_MAX_TIDS	64
 
@@ -34,28 +44,38 @@ struct kvmexit_key {
 	__u8 flags;		/* KVMEXIT_KEY_* */
 };
 
-/* a slot's tag: reason | (u64)key flags << 32 | (u64)isa << 40; never EMPTY */
-#define KVMEXIT_SLOT_EMPTY	0xffffffffffffffffULL
-
-struct kvmexit_slot {
-	__u64 tag;
-	__u64 count;		/* cumulative count of (owner, reason) on this CPU */
-};
+/*
+ * A cache's owner: a thread and the isa of its events, in one word.
+ * pid_tgid leaves bits 54-63 clear (pid_max is at most 2^22); isa is never
+ * 0, so neither is an owner.
+ */
+#define KVMEXIT_OWNER_ISA_SHIFT	56
+#define KVMEXIT_OWNER(pid_tgid, isa)	((pid_tgid) | (__u64)(isa) << KVMEXIT_OWNER_ISA_SHIFT)
 
 /*
  * The per-CPU cache: the thread that last exited on this CPU and the
- * cumulative counts of up to KVMEXIT_CACHE_SLOTS of its reasons.  While a
- * (thread, reason) sits in a slot, the slot, not the hash, holds the truth
- * for this CPU; eviction writes it back.  Readers take the slot when the
- * owner and reason match, else the hash value: never both.
+ * cumulative counts of its reasons that sit here.  While a (thread,
+ * reason) sits here, the cache, not the hash, holds the truth for this
+ * CPU; eviction writes it back.  Readers take the cache when owner and
+ * reason match, else the hash value: never both.
  */
 struct kvmexit_cache {
-	__u64 pid_tgid;		/* owner, valid when key.isa != 0 */
-	struct kvmexit_key key;	/* owner's key; its reason field is unused */
-	__u32 nslots;
-	__u32 _pad;
+	__u64 owner;		/* KVMEXIT_OWNER(), 0: none yet */
+	struct kvmexit_key key;	/* the owner's; reason and flags unused */
 	__u64 drops;		/* events not counted: the counts map was full */
-	struct kvmexit_slot slots[KVMEXIT_CACHE_SLOTS];
+	__u32 nreasons;		/* entries of reasons[] in use */
+	__u16 reasons[KVMEXIT_CACHE_REASONS];	/* the owner's reasons in dense[] */
+	__u32 _pad;
+	__u64 dense[KVMEXIT_DENSE];	/* count of (owner, reason); 0: not here */
+};
+
+/*
+ * Per CPU, gen is odd while the program changes the cache's owner (write
+ * back, clear, take over) and even otherwise: a reader that sees the same
+ * even gen before and after copying the cache has a copy of one owner.
+ */
+struct kvmexit_gen {
+	__u64 gen;
 };
 
 /* --latency: time from kvm_exit to the thread's next kvm_entry */
@@ -73,6 +93,42 @@ struct kvmexit_lat {
 	__u64 min_ns;
 	__u64 max_ns;
 	__u64 hist[KVMEXIT_LAT_SLOTS];
+};
+
+/*
+ * Classic tracepoint records the programs read, at the offsets of
+ * arch/x86/kvm/trace.h; userspace checks them against each event's format
+ * file before it attaches a tracepoint program (kernel.check_tp_layout).
+ */
+struct kvmexit_tp_exit {
+	__u64 common;
+	__u32 exit_reason;	/* 8 */
+	__u32 _pad0;
+	__u64 guest_rip;	/* 16 */
+	__u32 isa;		/* 24 */
+	__u32 _pad1;
+	__u64 info1;		/* 32 */
+	__u64 info2;		/* 40 */
+	__u32 intr_info;	/* 48 */
+	__u32 error_code;	/* 52 */
+	__u32 vcpu_id;		/* 56: not in every kernel (tp_has_vcpu_id) */
+	__u32 _pad2;
+};
+
+struct kvmexit_tp_pio {
+	__u64 common;
+	__u32 rw;		/* 8 */
+	__u32 port;		/* 12 */
+	__u32 size;		/* 16 */
+	__u32 count;		/* 20 */
+	__u32 val;		/* 24 */
+	__u32 _pad;
+};
+
+struct kvmexit_tp_msr {
+	__u64 common;
+	__u32 write;		/* 8 */
+	__u32 ecx;		/* 12 */
 };
 
 #endif /* __KVMEXIT_H */

@@ -1,20 +1,13 @@
 # SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
-import json
+"""Markers that skip with a reason where root, BPF, /dev/kvm or the
+emulators are missing; the BTF corpus and the kernel matrix as fixtures.
+Shared helpers live in helpers.py (processes) and testrun.py (BPF_PROG_TEST_RUN)."""
 import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-KVMEXIT = [sys.executable, "-m", "kvmexit"]
-
-
-def corpus_path():
-    """The Debian kernel BTF corpus: $KVMEXIT_BTF_CORPUS, else ../shared/btf beside the clone."""
-    return Path(os.environ.get("KVMEXIT_BTF_CORPUS", REPO.parent / "shared" / "btf"))
+from helpers import corpus_path
 
 
 def _bpf_ready():
@@ -101,26 +94,3 @@ def corpus():
     if not (path / "debian-6.12-amd64" / "vmlinux.btf").exists():
         pytest.skip("Debian BTF corpus not found at %s (set KVMEXIT_BTF_CORPUS)" % path)
     return path
-
-
-def run_kvmexit(*args, timeout=60, **kw):
-    """Run the real CLI in a subprocess; return CompletedProcess (text)."""
-    return subprocess.run(KVMEXIT + [str(a) for a in args], capture_output=True, text=True,
-                          timeout=timeout, **kw)
-
-
-def kvmexit_progs():
-    """ids of kvmexit's programs loaded in the kernel (a link holds its
-    program, so none left means nothing left attached).  bpftool's own
-    pid-iterator program comes and goes, hence the name filter."""
-    out = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True, check=True).stdout
-    return {p["id"] for p in json.loads(out or "[]") if p.get("name", "").startswith("handle_kvm")}
-
-
-def assert_nothing_left(before, timeout=3.0):
-    """No kvmexit program beyond those loaded before: the kernel frees a
-    closed program after an RCU grace period, so allow it a moment."""
-    deadline = time.monotonic() + timeout
-    while kvmexit_progs() - before and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert kvmexit_progs() - before == set()

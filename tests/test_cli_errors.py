@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from conftest import KVMEXIT, assert_nothing_left, kvmexit_progs, run_kvmexit
+from helpers import KVMEXIT, assert_nothing_left, kvmexit_progs, run_kvmexit
 from kvmexit import _libbpf, cli, kernel
 
 MISSING = 4194304 + 17  # above pid_max's maximum: never a live process

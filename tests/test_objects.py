@@ -10,21 +10,12 @@ from elftools.elf.elffile import ELFFile
 
 import kvmexit
 from kvmexit import _libbpf, abi
-from kvmexit.bpf import CORE_OBJECT, LEGACY_OBJECT, BpfObject, object_bytes
-from kvmexit.tracer import CORE_PROGRAMS, ENTRY_PROGRAMS, EXIT_PROGRAMS, LEGACY_PROGRAMS, PROGRAMS, Filter
+from kvmexit.bpfobject import BpfObject, package_object
+from kvmexit.skeleton import CORE_OBJECT, LEGACY_OBJECT, Filter
+from kvmexit.tracer import ENTRY_PROGRAMS, PROGRAMS
 
 OBJDIR = Path(kvmexit.__file__).parent / "bpf"
-SECTIONS = {
-    "handle_kvm_exit_btf": "tp_btf/kvm_exit", "handle_kvm_exit_btf_old": "tp_btf/kvm_exit",
-    "handle_kvm_exit_raw": "raw_tp/kvm_exit", "handle_kvm_exit_raw_old": "raw_tp/kvm_exit",
-    "handle_kvm_exit_tp": "tracepoint/kvm/kvm_exit", "handle_kvm_pio_btf": "tp_btf/kvm_pio",
-    "handle_kvm_pio_raw": "raw_tp/kvm_pio", "handle_kvm_pio_tp": "tracepoint/kvm/kvm_pio",
-    "handle_kvm_msr_btf": "tp_btf/kvm_msr", "handle_kvm_msr_raw": "raw_tp/kvm_msr",
-    "handle_kvm_msr_tp": "tracepoint/kvm/kvm_msr",
-    "handle_kvm_entry_btf": "tp_btf/kvm_entry", "handle_kvm_entry_raw": "raw_tp/kvm_entry",
-    "handle_kvm_entry_tp": "tracepoint/kvm/kvm_entry",
-}
-SECTIONS.update({p + "_lat": sec for p, sec in list(SECTIONS.items()) if p.startswith("handle_kvm_exit_")})
+
 
 
 def _elf(name):
@@ -50,17 +41,28 @@ def _core_relo_len(elf):
     return struct.unpack_from("<I", ext, 28)[0] if hdr_len >= 32 else 0
 
 
-@pytest.mark.parametrize("name,programs,core", [(CORE_OBJECT, CORE_PROGRAMS, True),
-                                                 (LEGACY_OBJECT, LEGACY_PROGRAMS, False)])
-def test_object_shape(name, programs, core):
+def _table(core):
+    """{program: section} the tracer's tables ask of an object: all of them of
+    the CO-RE one; of the legacy one, those that need no kernel BTF (no
+    tp_btf, not the new prototype, which finds the reason by CO-RE)."""
+    rows = [(prog, kind, source) for (source, kind, proto), prog in PROGRAMS.items()
+            if core or (kind != "tp_btf" and proto != "new")]
+    rows += [(prog, kind, "kvm_entry") for kind, prog in ENTRY_PROGRAMS.items() if core or kind != "tp_btf"]
+    return {prog: ("tracepoint/kvm/%s" if kind == "tracepoint" else kind + "/%s") % source
+            for prog, kind, source in rows}
+
+
+@pytest.mark.parametrize("name,core", [(CORE_OBJECT, True), (LEGACY_OBJECT, False)])
+def test_object_shape(name, core):
     with open(_elf(name), "rb") as f:
         elf = ELFFile(f)
         assert (elf["e_machine"], elf["e_type"], elf.elfclass, elf.little_endian) == ("EM_BPF", "ET_REL", 64, True)
-        assert _programs(elf) == {p: SECTIONS[p] for p in programs}
+        # every program the tracer may ask for is there, in the right section, and nothing else
+        assert _programs(elf) == _table(core)
         assert elf.get_section_by_name("license").data() == b"GPL\0"
         maps = {s.name for s in elf.get_section_by_name(".symtab").iter_symbols()
                 if s["st_shndx"] != "SHN_UNDEF" and elf.get_section(s["st_shndx"]).name == ".maps"}
-        assert maps == {abi.MAP_CACHE, abi.MAP_COUNTS, abi.MAP_PENDING, abi.MAP_LATENCY}
+        assert maps == {abi.MAP_CACHE, abi.MAP_GENS, abi.MAP_COUNTS, abi.MAP_PENDING, abi.MAP_LAT}
         # the subprograms: the slow path shared by every program, --latency's exit record
         assert {s.name for s in elf.get_section_by_name(".symtab").iter_symbols()
                 if s["st_info"]["type"] == "STT_FUNC" and s["st_shndx"] != "SHN_UNDEF"
@@ -68,8 +70,12 @@ def test_object_shape(name, programs, core):
         relos = _core_relo_len(elf)
         # the legacy object must load where kernel BTF is missing: no CO-RE at all
         assert relos > 200 if core else relos == 0
-    assert set(PROGRAMS.values()) | set(ENTRY_PROGRAMS.values()) | {p + "_lat" for p in EXIT_PROGRAMS} \
-        == set(CORE_PROGRAMS)
+    # libbpf finds the same programs and maps by iterating the object
+    with BpfObject(package_object(name), abi.OBJECT_NAME) as obj:
+        assert set(obj.programs) == set(_table(core))
+        assert set(obj.maps) == maps | {abi.OBJECT_NAME + ".rodata"}
+        assert obj.value_size(abi.MAP_CACHE) == ct.sizeof(abi.kvmexit_cache)
+        assert obj.key_size(abi.MAP_COUNTS) == ct.sizeof(abi.kvmexit_key)
 
 
 def _members(lib, btf, name):
@@ -90,7 +96,8 @@ def test_abi_matches_object_btf(name):
     lib = _libbpf.load()
     btf = lib.btf__parse(str(_elf(name)).encode(), None)
     try:
-        for cname in ("kvmexit_key", "kvmexit_slot", "kvmexit_cache", "kvmexit_pending", "kvmexit_lat"):
+        for cname in ("kvmexit_key", "kvmexit_cache", "kvmexit_gen", "kvmexit_pending", "kvmexit_lat",
+                      "kvmexit_tp_exit", "kvmexit_tp_pio", "kvmexit_tp_msr"):
             ctype = getattr(abi, cname)
             size, members = _members(lib, btf, cname)
             assert size == ct.sizeof(ctype), cname
@@ -101,10 +108,14 @@ def test_abi_matches_object_btf(name):
 
 def test_rodata_layout_matches_filter():
     """Unprivileged: open (not load) the object and read .rodata's variables."""
-    with BpfObject(object_bytes(CORE_OBJECT)) as obj:
+    with BpfObject(package_object(CORE_OBJECT), abi.OBJECT_NAME) as obj:
         layout = obj.rodata_layout()
-        values = Filter(tgid=5, tids=(1, 2), vcpu=3).rodata(True)
-        lat_zero = layout.pop("lat_zero")   # the zero template of --latency's map, not a setting
-        assert lat_zero[1] == ct.sizeof(abi.kvmexit_lat)
-        assert {k: v[1] for k, v in layout.items()} == {k: len(v) for k, v in values.items()}
+        # the zero templates of the maps' new elements, not settings
+        zeros = {k: layout.pop(k)[1] for k in ("zero_count", "zero_pending", "zero_lat")}
+        assert zeros == {"zero_count": 8, "zero_pending": ct.sizeof(abi.kvmexit_pending),
+                         "zero_lat": ct.sizeof(abi.kvmexit_lat)}
+        values = dict(Filter(tgid=5, tids=(1, 2), vcpu=3).rodata(), tp_has_vcpu_id=True, latency=False)
+        assert {k: v[1] for k, v in layout.items()} == {"targ_tgid": 4, "targ_vcpu": 4, "targ_ntids": 4,
+                                                        "targ_tids": 4 * abi.KVMEXIT_MAX_TIDS,
+                                                        "tp_has_vcpu_id": 1, "latency": 1}
         obj.set_rodata(values)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from helpers import REPO
 
 pytestmark = [pytest.mark.dist]
 OBJECTS = ("kvm_exit.bpf.o", "kvm_exit_legacy.bpf.o")

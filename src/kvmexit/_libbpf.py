@@ -133,6 +133,8 @@ SIGNATURES = {
     "bpf_map__set_max_entries": ([P, c_u32], c_int, _check_int),
     "bpf_map__initial_value": ([P, ct.POINTER(c_size_t)], P, _check_ptr),
     "bpf_map__value_size": ([P], c_u32, None),
+    "bpf_map__key_size": ([P], c_u32, None),
+    "bpf_program__name": ([P], c_char_p, None),
     "bpf_map_lookup_elem": ([c_int, c_void_p, c_void_p], c_int, _check_int),
     "bpf_map_update_elem": ([c_int, c_void_p, c_void_p, c_u64], c_int, _check_int),
     # -ENOENT ends both iterations: the callers test for it
@@ -158,6 +160,11 @@ OPTIONAL = {
     "libbpf_major_version": ([], c_u32, None),
     "libbpf_minor_version": ([], c_u32, None),
     "libbpf_set_strict_mode": ([c_int], c_int, None),
+    # iterators: 0.6+, else the 0.x names (dropped in 1.0)
+    "bpf_object__next_program": ([P, P], P, None),
+    "bpf_object__next_map": ([P, P], P, None),
+    "bpf_program__next": ([P, P], P, None),
+    "bpf_map__next": ([P, P], P, None),
 }
 
 SONAMES = ("libbpf.so.1", "libbpf.so.0")

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
-"""ctypes mirrors of bpf/kvm_exit.h, under the same C names.
+"""ctypes mirrors of bpf/kvm_exit.h, under the same C names, and the names
+of the object's programs, maps and .rodata variables.
 
 tests/test_objects.py compares every size and offset here with the BTF of
 the built object, so the two sides cannot drift apart.
@@ -11,11 +12,18 @@ KVMEXIT_ISA_SVM = 2
 KVMEXIT_ISA_PIO = 3
 KVMEXIT_ISA_MSR = 4
 KVMEXIT_VCPU_UNKNOWN = 0xFFFF
+KVMEXIT_VCPU_ANY = 0xFFFFFFFF
 KVMEXIT_KEY_NO_REASON = 0x1
-KVMEXIT_CACHE_SLOTS = 8
+KVMEXIT_DENSE = 0x410
+KVMEXIT_CACHE_REASONS = 8
 KVMEXIT_MAX_TIDS = 64
-VCPU_ANY = 0xFFFFFFFF
-KVMEXIT_SLOT_EMPTY = 0xFFFFFFFFFFFFFFFF
+KVMEXIT_LAT_SLOTS = 32
+KVMEXIT_OWNER_ISA_SHIFT = 56
+
+
+def owner(pid_tgid, isa):
+    """KVMEXIT_OWNER(): a cache owner, thread and isa in one word."""
+    return pid_tgid | isa << KVMEXIT_OWNER_ISA_SHIFT
 
 
 class kvmexit_key(ct.Structure):
@@ -29,22 +37,20 @@ class kvmexit_key(ct.Structure):
     ]
 
 
-class kvmexit_slot(ct.Structure):
-    _fields_ = [("tag", ct.c_uint64), ("count", ct.c_uint64)]  # tag: reason | flags << 32 | isa << 40
-
-
 class kvmexit_cache(ct.Structure):
     _fields_ = [
-        ("pid_tgid", ct.c_uint64),
+        ("owner", ct.c_uint64),
         ("key", kvmexit_key),
-        ("nslots", ct.c_uint32),
-        ("_pad", ct.c_uint32),
         ("drops", ct.c_uint64),
-        ("slots", kvmexit_slot * KVMEXIT_CACHE_SLOTS),
+        ("nreasons", ct.c_uint32),
+        ("reasons", ct.c_uint16 * KVMEXIT_CACHE_REASONS),
+        ("_pad", ct.c_uint32),
+        ("dense", ct.c_uint64 * KVMEXIT_DENSE),
     ]
 
 
-KVMEXIT_LAT_SLOTS = 32
+class kvmexit_gen(ct.Structure):
+    _fields_ = [("gen", ct.c_uint64)]
 
 
 class kvmexit_pending(ct.Structure):
@@ -61,13 +67,41 @@ class kvmexit_lat(ct.Structure):
     ]
 
 
+class kvmexit_tp_exit(ct.Structure):
+    _fields_ = [
+        ("common", ct.c_uint64),
+        ("exit_reason", ct.c_uint32), ("_pad0", ct.c_uint32),
+        ("guest_rip", ct.c_uint64),
+        ("isa", ct.c_uint32), ("_pad1", ct.c_uint32),
+        ("info1", ct.c_uint64),
+        ("info2", ct.c_uint64),
+        ("intr_info", ct.c_uint32),
+        ("error_code", ct.c_uint32),
+        ("vcpu_id", ct.c_uint32), ("_pad2", ct.c_uint32),
+    ]
+
+
+class kvmexit_tp_pio(ct.Structure):
+    _fields_ = [("common", ct.c_uint64), ("rw", ct.c_uint32), ("port", ct.c_uint32), ("size", ct.c_uint32),
+                ("count", ct.c_uint32), ("val", ct.c_uint32), ("_pad", ct.c_uint32)]
+
+
+class kvmexit_tp_msr(ct.Structure):
+    _fields_ = [("common", ct.c_uint64), ("write", ct.c_uint32), ("ecx", ct.c_uint32)]
+
+
 assert ct.sizeof(kvmexit_key) == 16
+assert ct.sizeof(kvmexit_cache) == 56 + 8 * KVMEXIT_DENSE
 assert ct.sizeof(kvmexit_pending) == 24
 assert ct.sizeof(kvmexit_lat) == 32 + 8 * KVMEXIT_LAT_SLOTS
-assert ct.sizeof(kvmexit_slot) == 16
-assert ct.sizeof(kvmexit_cache) == 40 + 16 * KVMEXIT_CACHE_SLOTS
 
-# program, map and .rodata names of kvm_exit.bpf.c
-MAP_COUNTS, MAP_CACHE, MAP_PENDING, MAP_LATENCY = "counts", "cache", "pending", "latency"
+# the record fields each classic tracepoint program reads: {event: {field: (offset, size)}}
+TP_RECORDS = {"kvm_exit": (kvmexit_tp_exit, ("exit_reason", "isa")), "kvm_pio": (kvmexit_tp_pio, ("port", "val")),
+              "kvm_msr": (kvmexit_tp_msr, ("ecx",))}
+TP_LAYOUT = {event: {f: (getattr(s, f).offset, getattr(s, f).size) for f in fields}
+             for event, (s, fields) in TP_RECORDS.items()}
+TP_VCPU_ID = (kvmexit_tp_exit.vcpu_id.offset, kvmexit_tp_exit.vcpu_id.size)
+
+# names in kvm_exit.bpf.c
 OBJECT_NAME = "kvm_exit"  # internal maps are then "kvm_exit.rodata" on every libbpf
-RODATA = OBJECT_NAME + ".rodata"
+MAP_COUNTS, MAP_CACHE, MAP_GENS, MAP_PENDING, MAP_LAT = "counts", "cache", "gens", "pending", "lat_stats"

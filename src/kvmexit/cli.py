@@ -5,10 +5,12 @@ import sys
 
 import click
 
-from . import __version__, kernel, output
+from . import __version__, kernel
 from .errors import KvmexitError
+from .output import View
 from .runner import Emitter, run, stop_on_signals
-from .tracer import DEFAULT_MAX_ENTRIES, MODES, Filter, Tracer
+from .skeleton import Filter
+from .tracer import DEFAULT_MAX_ENTRIES, MODES, TraceOptions, Tracer
 
 EXAMPLES = """\b
 EXAMPLES:
@@ -25,6 +27,12 @@ EXAMPLES:
     kvmexit --latency --hist 10    # exit handling time per reason, histograms
     kvmexit exporter --listen 127.0.0.1:9476   # Prometheus /metrics
     kvmexit selftest               # check this host end to end (root, /dev/kvm)
+
+\b
+COMMANDS (kvmexit COMMAND -h for each):
+    selftest    trace a built-in KVM guest and check exact counts
+    exporter    serve the counts to Prometheus (/metrics, textfile)
+    guest       run the built-in KVM guest, a known workload
 """
 
 
@@ -52,9 +60,8 @@ class TidList(click.ParamType):
     def convert(self, value, param, ctx):
         if isinstance(value, tuple):
             return value
-        items = value.split(",")
         tid = Pid("thread", kernel.thread_exists)
-        return tuple(tid.convert(i, param, ctx) for i in items), items
+        return tuple(tid.convert(i, param, ctx) for i in value.split(","))
 
 
 def _caps_ok():
@@ -70,18 +77,44 @@ def _caps_ok():
 
 
 def _view(pid, tid, tids, vcpu, alltids):
-    """(view, context, header prefix for per-thread tables)."""
+    """The table the options ask for, with bcc's context phrase."""
     if tids:
-        return "tids", "TIDS %s" % tids[1], "TIDS     "
+        return View("tids", "TIDS %s" % [str(t) for t in tids], "TIDS")
     if tid:
-        return "pid", "TID %d" % tid, None
+        return View("pid", "TID %d" % tid)
     if pid and alltids:
-        return "tids", "PID %d and its all threads" % pid, "TID      "
+        return View("tids", "PID %d and its all threads" % pid)
     if pid and vcpu is not None:
-        return "pid", "PID %d VCPU %d" % (pid, vcpu), None
+        return View("pid", "PID %d VCPU %d" % (pid, vcpu))
     if pid:
-        return "pid", "PID %d" % pid, None
-    return "all", "all threads", None
+        return View("pid", "PID %d" % pid)
+    return View("all", "all threads")
+
+
+def check_options(pid, tid, tids, vcpu, alltids, interval, count, cumulative, hist, latency, calibrate):
+    """Refuse option combinations that mean nothing; click.UsageError names the fix."""
+    if (vcpu is not None or alltids) and not pid:
+        raise click.UsageError("-v and -a need -p PID: give the VM's process id too")
+    if vcpu is not None and alltids:
+        raise click.UsageError("-v and -a exclude each other: pick one")
+    if tid and tids:
+        raise click.UsageError("-t and -T exclude each other: use -T 'TID1,TID2' for several")
+    if (tid or tids) and (vcpu is not None or alltids):
+        raise click.UsageError("-t/-T exclude -v and -a: filter by thread or by vCPU, not both")
+    if (count or cumulative) and interval is None:
+        raise click.UsageError("-c and --cumulative need -i INTERVAL: give the seconds between tables")
+    if hist and not latency:
+        raise click.UsageError("--hist needs --latency")
+    if latency and calibrate:
+        raise click.UsageError("--latency times kvm_exit to kvm_entry; --calibrate has no entry event")
+    if vcpu is not None:
+        have = kernel.vcpus_of(pid)
+        if have is not None and vcpu not in have:
+            raise click.BadParameter("PID %d has no vCPU %d (%s)" % (
+                pid, vcpu, "its vCPUs: " + ", ".join(map(str, sorted(have))) if have else "it holds no KVM vCPU"),
+                param_hint="'-v' / '--vcpu'")
+    if not _caps_ok():
+        raise KvmexitError("kvmexit needs root (or CAP_BPF and CAP_PERFMON): run it with sudo")
 
 
 def _note(text):
@@ -121,34 +154,13 @@ def trace(pid, tid, tids, vcpu, alltids, interval, count, cumulative, fmt, wide,
     Without DURATION, counts until Ctrl-C; with it, for DURATION seconds.
     Runs as root (or with CAP_BPF and CAP_PERFMON).
     """
-    if (vcpu is not None or alltids) and not pid:
-        raise click.UsageError("-v and -a need -p PID: give the VM's process id too")
-    if vcpu is not None and alltids:
-        raise click.UsageError("-v and -a exclude each other: pick one")
-    if tid and tids:
-        raise click.UsageError("-t and -T exclude each other: use -T 'TID1,TID2' for several")
-    if (tid or tids) and (vcpu is not None or alltids):
-        raise click.UsageError("-t/-T exclude -v and -a: filter by thread or by vCPU, not both")
-    if (count or cumulative) and interval is None:
-        raise click.UsageError("-c and --cumulative need -i INTERVAL: give the seconds between tables")
-    if hist and not latency:
-        raise click.UsageError("--hist needs --latency")
-    if latency and calibrate:
-        raise click.UsageError("--latency times kvm_exit to kvm_entry; --calibrate has no entry event")
-    if vcpu is not None:
-        have = kernel.vcpus_of(pid)
-        if have is not None and vcpu not in have:
-            raise click.BadParameter("PID %d has no vCPU %d (%s)" % (
-                pid, vcpu, "its vCPUs: " + ", ".join(map(str, sorted(have))) if have else "it holds no KVM vCPU"),
-                param_hint="'-v' / '--vcpu'")
-    if not _caps_ok():
-        raise KvmexitError("kvmexit needs root (or CAP_BPF and CAP_PERFMON): run it with sudo")
-
-    view, context, tids_prefix = _view(pid, tid, tids, vcpu, alltids)
-    filt = Filter(tgid=pid or 0, tids=(tid,) if tid else (tids[0] if tids else ()), vcpu=vcpu)
-    log = (lambda level, text: click.echo(text.rstrip("\n"), err=True)) if verbose else None
+    check_options(pid, tid, tids, vcpu, alltids, interval, count, cumulative, hist, latency, calibrate)
+    view = _view(pid, tid, tids, vcpu, alltids)
     source = "kvm_pio" if calibrate else "kvm_exit"
-    tracer = Tracer(filt, mode=mode, source=source, max_entries=max_entries, log=log, latency=latency)
+    options = TraceOptions(Filter(tgid=pid or 0, tids=(tid,) if tid else tids or (), vcpu=vcpu), mode, source,
+                           max_entries, latency)
+    log = (lambda level, text: click.echo(text.rstrip("\n"), err=True)) if verbose else None
+    tracer = Tracer(options, log)
     stop_on_signals()
     try:
         tracer.start()
@@ -161,10 +173,9 @@ def trace(pid, tid, tids, vcpu, alltids, interval, count, cumulative, fmt, wide,
         if source == "kvm_exit" and tracer.kbtf.flavour == "pvm":
             _note("this host's KVM (kvm_pvm) never emits kvm:kvm_exit, so no exit will be counted; "
                   "'kvmexit selftest' checks the counting path with kvm:kvm_pio instead")
-        emitter = Emitter(fmt, view, tids_prefix or "TID      ", wide, top, latency, hist, max_entries,
-                          tracer.attached.kind)
+        emitter = Emitter(fmt, view, wide, top, latency, hist, max_entries, tracer.attached.kind)
         if fmt == "table":
-            click.echo(output.banner(context, duration))
+            click.echo(view.banner(duration))
         final = run(tracer, emitter, duration, interval, count, cumulative)
     finally:
         tracer.close()

@@ -18,7 +18,8 @@ import click
 from . import __version__, procinfo, report
 from .abi import KVMEXIT_VCPU_UNKNOWN
 from .errors import KvmexitError
-from .tracer import DEFAULT_MAX_ENTRIES, MODES, Filter, Tracer
+from .skeleton import Filter
+from .tracer import DEFAULT_MAX_ENTRIES, MODES, TraceOptions, Tracer
 
 # --by -> labels of kvmexit_exits_total, and how each is taken from a full row
 LABELS = {
@@ -74,9 +75,9 @@ class ExitCollector:
         yield drops
         yield GaugeMetricFamily("kvmexit_counters", "(thread, reason) counters in use", value=len(snap.totals))
         yield GaugeMetricFamily("kvmexit_counters_max", "Capacity of the counts map (--max-entries)",
-                                value=self.tracer.max_entries)
+                                value=self.tracer.options.max_entries)
         info = GaugeMetricFamily("kvmexit_info", "How kvmexit counts", labels=["mode", "source", "version"])
-        info.add_metric([self.tracer.attached.kind, self.tracer.source, __version__], 1)
+        info.add_metric([self.tracer.attached.kind, self.tracer.options.source, __version__], 1)
         yield info
 
 
@@ -115,8 +116,7 @@ def exporter(listen, textfile, interval, by, pid, mode, max_entries, calibrate):
     except ImportError:
         raise KvmexitError("the exporter needs prometheus-client: pip install prometheus-client "
                            "(Debian: apt-get install python3-prometheus-client)") from None
-    tracer = Tracer(Filter(tgid=pid or 0), mode=mode, source="kvm_pio" if calibrate else "kvm_exit",
-                    max_entries=max_entries)
+    tracer = Tracer(TraceOptions(Filter(tgid=pid or 0), mode, "kvm_pio" if calibrate else "kvm_exit", max_entries))
     signal.signal(signal.SIGTERM, _stop)
     try:
         tracer.start()

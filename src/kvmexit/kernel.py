@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 
 from . import _libbpf
+from .abi import TP_LAYOUT
 from .errors import KvmexitError, LibbpfError
 
 TRACEFS_DIRS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
@@ -72,17 +73,9 @@ def event_format(category, name):
                            "(modprobe kvm_intel or kvm_amd)" % (category, name)) from None
 
 
-# record offsets the classic tracepoint programs read (kvm_exit.bpf.c)
-TP_LAYOUT = {
-    "kvm_exit": {"exit_reason": (8, 4), "isa": (24, 4)},
-    "kvm_pio": {"port": (12, 4), "val": (24, 4)},
-    "kvm_msr": {"ecx": (12, 4)},
-}
-TP_VCPU_ID = (56, 4)
-
-
 def check_tp_layout(event, fields):
-    """True if the record has the offsets the tracepoint program reads."""
+    """True if the record has the offsets the tracepoint program reads
+    (struct kvmexit_tp_* of kvm_exit.h, mirrored in abi.py)."""
     return all(fields.get(f) == want for f, want in TP_LAYOUT[event].items())
 
 

@@ -1,49 +1,38 @@
 # SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
-"""Reading the counts: per-CPU map reads (syscalls) and one pure function
-that combines the per-CPU cache with the per-CPU hash.
+"""Reading the maps: the syscalls (one batched copy per map), and pure
+functions that decode what they copied, in bulk (struct.iter_unpack and
+memoryview casts: no ctypes object per key).
 
-Per CPU, a (thread, reason) pair is counted either in its cache slot (while
-that thread owns the CPU's cache and the reason has a slot) or in the hash,
-never both; each holds the cumulative count.  Reading the cache before the
-hash keeps every total monotonic even while the programs run: a slot seen
-in the cache snapshot is at least the hash value it was loaded from, and an
-eviction after the snapshot only raises the hash value read later.
+Per CPU, a (thread, reason) pair is counted either in that CPU's cache
+(while the thread owns it and the reason sits there) or in the hash, never
+both; each holds the cumulative count.  A reader takes, per CPU, a copy of
+the cache that is of one owner (its gen the same and even before and after
+the copy), and only then the hash: every total is then at least what the
+previous read saw, even while the programs run (a cached count is at least
+the hash value it was loaded from, and a write-back after the copy only
+raises the hash value read later).
 """
 import ctypes as ct
 import errno
-from dataclasses import dataclass
+import itertools
+import operator
+import struct
 
 from . import _libbpf
-from .abi import kvmexit_cache, kvmexit_key, kvmexit_lat
+from .abi import KVMEXIT_CACHE_REASONS, kvmexit_cache, kvmexit_lat
+from .counts import CounterKey, LatencyStat
 from .errors import LibbpfError
 
-KEY_SIZE = ct.sizeof(kvmexit_key)
+KEY = struct.Struct("<IIIHBB")
+KEY_SIZE = KEY.size
 CACHE_SIZE = ct.sizeof(kvmexit_cache)  # a multiple of 8, as per-CPU values are laid out
 LAT_SIZE = ct.sizeof(kvmexit_lat)
+# struct kvmexit_cache up to its reasons[], then where dense[] starts
+CACHE_HEAD = struct.Struct("<Q%ssQI%dH" % (KEY_SIZE, KVMEXIT_CACHE_REASONS))
+DENSE_OFF = kvmexit_cache.dense.offset
+LAT = struct.Struct("<4Q32Q")
 ENOTSUPP = 524  # the kernel's internal "operation not supported", seen by userspace
-
-
-@dataclass(frozen=True)
-class LatencyStat:
-    """Exit-to-entry times of one counter, in ns; hist[i] counts [2^i, 2^(i+1))."""
-    count: int
-    total_ns: int
-    min_ns: int
-    max_ns: int
-    hist: tuple
-
-    def __add__(self, o):
-        return LatencyStat(self.count + o.count, self.total_ns + o.total_ns, min(self.min_ns, o.min_ns),
-                           max(self.max_ns, o.max_ns), tuple(a + b for a, b in zip(self.hist, o.hist)))
-
-    def __sub__(self, o):
-        """The interval since snapshot o (min and max stay this snapshot's)."""
-        return LatencyStat(self.count - o.count, self.total_ns - o.total_ns, self.min_ns, self.max_ns,
-                           tuple(a - b for a, b in zip(self.hist, o.hist)))
-
-    @property
-    def avg_ns(self):
-        return self.total_ns / self.count if self.count else 0.0
+assert CACHE_HEAD.size <= DENSE_OFF and LAT.size == LAT_SIZE
 
 
 def possible_cpus():
@@ -51,21 +40,12 @@ def possible_cpus():
     return _libbpf.load().libbpf_num_possible_cpus()
 
 
-def read_cache(fd, ncpu):
-    """The cache's per-CPU values as raw bytes (one syscall)."""
-    buf = ct.create_string_buffer(CACHE_SIZE * ncpu)
+def read_percpu(fd, value_size, ncpu):
+    """Element 0 of a per-CPU array: ncpu values (each padded to 8 bytes) as bytes (one syscall)."""
+    buf = ct.create_string_buffer(value_size * ncpu)
     zero = ct.c_uint32(0)
     _libbpf.load().bpf_map_lookup_elem(fd, ct.byref(zero), buf)
     return buf.raw
-
-
-def read_counts(fd, ncpu, max_entries):
-    """All (key, per-CPU u64 values) of the counts hash as two byte strings.
-
-    Returns:
-        (keys, values): n * KEY_SIZE bytes and n * ncpu * 8 bytes.
-    """
-    return read_hash(fd, 8 * ncpu, max_entries)
 
 
 def read_hash(fd, value_size, max_entries):
@@ -118,56 +98,103 @@ def _read_hash_by_key(fd, value_size):
     return b"".join(keys), b"".join(values)
 
 
-def combine(keys, values, ncpu, cache):
-    """Sum the per-CPU counts, taking cached slots over stale hash values.
+def cached_counts(cache):
+    """What one CPU's cache holds (pure).
+
+    Args:
+        cache: one CPU's struct kvmexit_cache.
+    Returns:
+        ([(CounterKey, count)], drops)
+    """
+    owner, key, drops, n, *reasons = CACHE_HEAD.unpack_from(cache)
+    if not owner:
+        return [], drops
+    tgid, tid, _, vcpu, isa, _ = KEY.unpack(key)
+    return [(CounterKey(tgid, tid, r, vcpu, isa, 0), struct.unpack_from("<Q", cache, DENSE_OFF + 8 * r)[0])
+            for r in reasons[:min(n, KVMEXIT_CACHE_REASONS)]], drops
+
+
+def decode_keys(keys, known=None):
+    """The CounterKeys of n packed struct kvmexit_key (pure but for known).
+
+    known: a dict kept by a live reader, updated in place.  Read after
+    read the hash holds the same keys in the same order (it changes only
+    when a key is added): the last read's keys are reused then, and a new
+    key's neighbours are found among those decoded before.
+    """
+    if known is None:
+        return list(map(tuple.__new__, itertools.repeat(CounterKey), KEY.iter_unpack(keys)))
+    last = known.get(None)
+    if last is not None and last[0] == keys:
+        return last[1]
+    words = memoryview(keys).cast("Q")
+    out = list(map(known.get, zip(words[0::2], words[1::2])))
+    if None in out:
+        for i, k in enumerate(out):
+            if k is None:
+                out[i] = known[(words[2 * i], words[2 * i + 1])] = CounterKey._make(
+                    KEY.unpack_from(keys, i * KEY_SIZE))
+    known[None] = (keys, out)
+    return out
+
+
+def combine(keys, values, ncpu, caches, known=None):
+    """Sum the per-CPU counts, taking cached counts over stale hash values (pure but for known).
 
     Args:
         keys: n packed struct kvmexit_key.
         values: n * ncpu little-endian u64, key-major.
         ncpu: possible CPUs.
-        cache: ncpu packed struct kvmexit_cache.
+        caches: ncpu packed struct kvmexit_cache, one per CPU.
+        known: decode_keys()' cache of decoded keys, or None.
     Returns:
-        ({(tgid, tid, reason, vcpu, isa, flags): total}, drops)
+        ({CounterKey: total}, drops)
     """
     vals = memoryview(values).cast("Q")
-    # per-CPU cache corrections: key -> [(cpu, cached count)]
-    cached = {}
-    drops = 0
-    for cpu in range(ncpu):
-        c = kvmexit_cache.from_buffer_copy(cache, cpu * CACHE_SIZE)
-        drops += c.drops
-        if not c.key.isa:
-            continue
-        k = c.key
-        for s in c.slots[:min(c.nslots, len(c.slots))]:
-            ident = (k.tgid, k.tid, s.tag & 0xFFFFFFFF, k.vcpu, k.isa, (s.tag >> 32) & 0xFF)
-            cached.setdefault(ident, []).append((cpu, s.count))
-    totals = {}
-    kv = memoryview(keys)
-    unpack = kvmexit_key.from_buffer_copy
-    for i in range(len(keys) // KEY_SIZE):
-        k = unpack(kv, i * KEY_SIZE)
-        ident = (k.tgid, k.tid, k.reason, k.vcpu, k.isa, k.flags)
-        row = vals[i * ncpu:(i + 1) * ncpu]
-        total = sum(row)
-        for cpu, count in cached.get(ident, ()):
-            total += count - row[cpu]
-        if total:
-            totals[ident] = totals.get(ident, 0) + total
+    if ncpu <= 8:
+        sums = vals[0::ncpu]
+        for cpu in range(1, ncpu):
+            sums = map(operator.add, sums, vals[cpu::ncpu])
+    else:
+        sums = map(sum, zip(*(vals[cpu::ncpu] for cpu in range(ncpu))))
+    sums = list(sums)
+    # a key's hash values are all 0 while a cache holds its count (rare): left out
+    totals = dict(itertools.compress(zip(decode_keys(keys, known), sums), sums))
+    drops, cached = 0, []
+    for cpu, cache in enumerate(caches):
+        counts, d = cached_counts(cache)
+        drops += d
+        cached += [(cpu, k, n) for k, n in counts]
+    for cpu, k, n in cached:
+        i = _position(keys, k, len(cached))
+        totals[k] = totals.get(k, 0) + n - (vals[i * ncpu + cpu] if i is not None else 0)
     return totals, drops
+
+
+def _position(keys, k, lookups, _index={}):
+    """Where key k is among the packed keys, or None.  A few lookups scan
+    the bytes; many (many CPUs) build an index once per keys buffer."""
+    packed = KEY.pack(*k)
+    if lookups <= 64:
+        at = keys.find(packed)
+        while at >= 0 and at % KEY_SIZE:
+            at = keys.find(packed, at + 1)
+        return at // KEY_SIZE if at >= 0 else None
+    if _index.get("keys") is not keys:
+        _index.clear()
+        _index["keys"] = keys
+        _index.update((keys[i:i + KEY_SIZE], i // KEY_SIZE) for i in range(0, len(keys), KEY_SIZE))
+    return _index.get(packed)
 
 
 def latency_stats(keys, values):
     """The latency map's entries (pure).
 
     Returns:
-        {(tgid, tid, reason, vcpu, isa, flags): LatencyStat}
+        {CounterKey: LatencyStat}
     """
     out = {}
-    for i in range(len(keys) // KEY_SIZE):
-        k = kvmexit_key.from_buffer_copy(keys, i * KEY_SIZE)
-        v = kvmexit_lat.from_buffer_copy(values, i * LAT_SIZE)
-        if v.count:
-            out[(k.tgid, k.tid, k.reason, k.vcpu, k.isa, k.flags)] = LatencyStat(
-                v.count, v.total_ns, v.min_ns, v.max_ns, tuple(v.hist))
+    for k, v in zip(decode_keys(keys), LAT.iter_unpack(values)):
+        if v[0]:
+            out[k] = LatencyStat(v[0], v[1], v[2], v[3], v[4:])
     return out

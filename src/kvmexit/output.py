@@ -1,42 +1,52 @@
 # SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 """Output: bcc kvmexit's exact text tables, plus wide columns, latency,
 histograms, JSON Lines and CSV (pure: rows -> str, no I/O)."""
+from dataclasses import dataclass
+
 from .abi import KVMEXIT_VCPU_UNKNOWN
 
 REASON_HEADER = "KVM_EXIT_REASON"
 LATENCY_COLUMNS = ("TOTAL_us", "MIN_us", "AVG_us", "MAX_us")
 
 
-def banner(context, duration):
-    """The first line, printed once tracing has started."""
-    tail = " after sleeping %d secs." % duration if duration is not None else "... Hit Ctrl-C to end."
-    return "Display kvm exit reasons and statistics for %s%s" % (context, tail)
+@dataclass(frozen=True)
+class View:
+    """What a table shows: the report.VIEW_KEYS key, bcc's context phrase
+    ("PID 3195281 and its all threads"), the per-thread column's header."""
+    key: str
+    context: str
+    tid_header: str = "TID"
+
+    def banner(self, duration):
+        """The first line, printed once tracing has started."""
+        tail = " after sleeping %d secs." % duration if duration is not None else "... Hit Ctrl-C to end."
+        return "Display kvm exit reasons and statistics for %s%s" % (self.context, tail)
 
 
-def _columns(view, tids_prefix, wide):
+def _columns(view, wide):
     """(header, width, value(row, names)) of the columns before the reason."""
     cols = []
-    if view == "all":
+    if view.key == "all":
         cols += [("PID", 8, lambda r, n: r.tgid), ("TID", 8, lambda r, n: r.tid)]
-    elif view == "tids":
-        cols += [(tids_prefix.strip(), 8, lambda r, n: r.tid)]
-    if wide and view == "all":
+    elif view.key == "tids":
+        cols += [(view.tid_header, 8, lambda r, n: r.tid)]
+    if wide and view.key == "all":
         cols += [("VM", 16, lambda r, n: n.vm(r.tgid)[:16])]
-    if wide and view in ("all", "tids"):
+    if wide and view.key in ("all", "tids"):
         cols += [("COMM", 16, lambda r, n: n.comm(r.tgid, r.tid))]
     return cols
 
 
-def table(view, rows, tids_prefix="TID      ", wide=False, names=None, latency=False):
+def table(view, rows, wide=False, names=None, latency=False):
     """Header and rows, in bcc kvmexit's format.
 
     Args:
-        view: report.VIEW_KEYS key ("all", "pid" or "tids").
-        tids_prefix: header of the per-thread column: "TID      " (-p -a) or "TIDS     " (-T).
+        view: View ("all", "pid" or "tids"); a per-thread column is headed
+            "TID" (-p -a) or "TIDS" (-T).
         wide: add VM and COMM columns (needs names, a procinfo.Names).
         latency: add exit-to-entry time columns (rows carry .lat).
     """
-    cols = _columns(view, tids_prefix, wide)
+    cols = _columns(view, wide)
     head = "".join("%-*s " % (w, h) for h, w, _ in cols) + "%-35s " % REASON_HEADER
     head += ("%-8s " % "COUNT" + " ".join("%10s" % c for c in LATENCY_COLUMNS)) if latency else "COUNT"
     lines = [head]

@@ -24,7 +24,7 @@ class ExitCount:
     tgid: int = 0
     tid: int = 0
     vcpu: int = KVMEXIT_VCPU_UNKNOWN
-    lat: object = None   # maps.LatencyStat with --latency
+    lat: object = None   # counts.LatencyStat with --latency
 
     @property
     def name(self):
@@ -37,9 +37,8 @@ class ExitCount:
 
 def _collapse(items, keep, add):
     agg = {}
-    for (tgid, tid, reason, vcpu, isa, flags), v in items:
-        ident = {"tgid": tgid, "tid": tid, "vcpu": vcpu}
-        k = tuple(ident[f] for f in keep) + (isa, reason, flags)
+    for key, v in items:
+        k = tuple(getattr(key, f) for f in keep) + (key.isa, key.reason, key.flags)
         agg[k] = add(agg[k], v) if k in agg else v
     return agg
 
@@ -51,9 +50,9 @@ def rows(totals, view, latency=None, top=None):
     the lower PID and TID.
 
     Args:
-        totals: {(tgid, tid, reason, vcpu, isa, flags): count} (maps.combine).
+        totals: {counts.CounterKey: count} (maps.combine).
         view: a VIEW_KEYS key.
-        latency: {same key: maps.LatencyStat} to attach to the rows, or None.
+        latency: {counts.CounterKey: counts.LatencyStat} to attach to the rows, or None.
         top: keep only the first top rows.
     """
     keep = VIEW_KEYS[view]

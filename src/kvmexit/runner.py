@@ -8,14 +8,22 @@ import time
 import click
 
 from . import output, procinfo, report
-from .tracer import Snapshot
+from .counts import Snapshot
 
 
 class Emitter:
-    """Prints snapshots in the chosen format (table, json, csv)."""
+    """Prints snapshots in the chosen format (table, json, csv).
 
-    def __init__(self, fmt, view, tids_prefix, wide, top, latency, hist, max_entries, mode):
-        self.fmt, self.view, self.tids_prefix = fmt, view, tids_prefix
+    Args:
+        fmt: "table", "json" or "csv".
+        view: output.View (tables).
+        wide, top, latency, hist: the options of those names.
+        max_entries: the counts map's capacity (named in the drops footer).
+        mode: the attach mode (JSON).
+    """
+
+    def __init__(self, fmt, view, wide, top, latency, hist, max_entries, mode):
+        self.fmt, self.view = fmt, view
         self.wide, self.top, self.latency, self.hist = wide, top, latency, hist
         self.max_entries, self.mode = max_entries, mode
         self.names = procinfo.Names()
@@ -25,21 +33,22 @@ class Emitter:
     def prime(self, snap):
         """Remember VM and thread names while the processes still exist."""
         if self.names_wanted:
-            for tgid, tid, *_ in snap.totals:
-                self.names.vm(tgid)
-                self.names.comm(tgid, tid)
+            for k in snap.totals:
+                self.names.vm(k.tgid)
+                self.names.comm(k.tgid, k.tid)
 
     def emit(self, snap, interval=None, stamp=False):
         now = time.time()
         if self.fmt == "table":
-            rows = report.rows(snap.totals, self.view, snap.latency, self.top)
+            rows = report.rows(snap.totals, self.view.key, snap.latency, self.top)
             if stamp:
                 click.echo(time.strftime("%H:%M:%S", time.localtime(now)))
-            click.echo(output.table(self.view, rows, self.tids_prefix, self.wide, self.names, self.latency))
+            click.echo(output.table(self.view, rows, self.wide, self.names, self.latency))
             if self.hist:
                 for r in rows:
                     if r.lat:
-                        who = {"all": "PID %d TID %d " % (r.tgid, r.tid), "tids": "TID %d " % r.tid}.get(self.view, "")
+                        who = {"all": "PID %d TID %d " % (r.tgid, r.tid), "tids": "TID %d " % r.tid}.get(
+                            self.view.key, "")
                         click.echo("\n%s%s = %s" % (who, output.REASON_HEADER, r.name))
                         click.echo(output.histogram(r.lat))
             if snap.drops:
@@ -100,7 +109,7 @@ def run(tracer, emitter, duration, interval, count, cumulative):
     """
     start = time.monotonic()
     end = start + duration if duration is not None else float("inf")
-    prev, n = Snapshot({}, latency={} if tracer.latency else None), 0
+    prev, n = Snapshot({}, latency={} if tracer.options.latency else None), 0
     tick = (lambda: emitter.prime(tracer.read())) if emitter.names_wanted else None
     stopped = False
     while interval is not None and not stopped:

@@ -14,7 +14,8 @@ from .abi import KVMEXIT_ISA_PIO, KVMEXIT_ISA_SVM, KVMEXIT_ISA_VMX
 from .errors import KvmexitError
 from .guest import Guest, Step, expected_exits
 from .reasons import decode
-from .tracer import MODES, Filter, Tracer
+from .skeleton import Filter
+from .tracer import MODES, TraceOptions, Tracer
 
 # exit reason each guest instruction causes, per isa (uapi vmx.h, svm.h)
 REASON_OF = {
@@ -99,7 +100,7 @@ def compare(expected, seen, isa, exact_set=True, skipped=0):
 def run_traced(source, mode, programs, migrate=50):
     """Trace source while the guest runs programs; return (tracer info, guest tids, totals)."""
     ncpu = len(os.sched_getaffinity(0))
-    tracer = Tracer(Filter(tgid=os.getpid()), mode=mode, source=source)
+    tracer = Tracer(TraceOptions(Filter(tgid=os.getpid()), mode, source))
     try:
         tracer.start()
         g = Guest(programs, affinity=migrate_every(migrate, ncpu) if migrate else None)
@@ -117,9 +118,9 @@ def run_traced(source, mode, programs, migrate=50):
 
 def by_tid_reason(snap, isa):
     seen = {}
-    for (tgid, tid, reason, vcpu, i, flags), n in snap.totals.items():
-        if i == isa:
-            seen[(tid, reason)] = seen.get((tid, reason), 0) + n
+    for k, n in snap.totals.items():
+        if k.isa == isa:
+            seen[(k.tid, k.reason)] = seen.get((k.tid, k.reason), 0) + n
     return seen
 
 
@@ -136,7 +137,7 @@ def selftest(vcpus, mode):
     checks = failed = short = 0
 
     tracer, tids, snap = run_traced("kvm_exit", mode, programs)
-    seen_isas = {k[4] for k in snap.totals if k[1] in tids}
+    seen_isas = {k.isa for k in snap.totals if k.tid in tids}
     if not seen_isas:
         why = "this host's KVM (kvm_pvm) never emits it" if tracer.kbtf.flavour == "pvm" \
             else "this host's KVM did not emit it"

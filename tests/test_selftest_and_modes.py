@@ -4,11 +4,12 @@ import os
 
 import pytest
 
-from conftest import assert_nothing_left, kvmexit_progs, run_kvmexit
+from helpers import assert_nothing_left, kvmexit_progs, run_kvmexit
 from kvmexit import cli, kernel, selftest
 from kvmexit.abi import KVMEXIT_ISA_PIO
 from kvmexit.guest import DONE_PORT, Guest, Step
-from kvmexit.tracer import Filter, Tracer
+from kvmexit.skeleton import Filter
+from kvmexit.tracer import TraceOptions, Tracer
 
 pytestmark = [pytest.mark.bpf]
 PVM = os.path.exists("/sys/module/kvm_pvm")
@@ -70,7 +71,7 @@ def test_each_mode_attaches_and_detaches(mode):
 @pytest.mark.parametrize("mode", ["raw_tp", "tracepoint"])
 def test_legacy_object_counts_without_kernel_btf(mode):
     """As on a kernel without BTF: the relocation-free object, same exact counts."""
-    t = Tracer(Filter(tgid=os.getpid()), mode=mode, source="kvm_pio",
+    t = Tracer(TraceOptions(Filter(tgid=os.getpid()), mode, "kvm_pio"),
                kbtf=kernel.KernelBtf(available=False, error="test"))
     t.start()
     try:
@@ -88,3 +89,42 @@ def test_legacy_object_counts_without_kernel_btf(mode):
     tid = g.tids[0]
     assert snap.totals == {(os.getpid(), tid, 0x60, 0, KVMEXIT_ISA_PIO, 0): 29,
                            (os.getpid(), tid, DONE_PORT, 0, KVMEXIT_ISA_PIO, 0): 1}
+
+
+def test_selftest_verdict_on_vmx_and_svm_hosts():
+    """What selftest checks where kvm_exit fires: the guest's own reasons, exactly;
+    the host's own exits for the guest (interrupts, EPT faults) are allowed."""
+    from kvmexit import selftest
+    progs = selftest.workload(2)
+    tids = [101, 102]
+    vmx = selftest.expected_counts(progs, tids, 1)
+    assert vmx == {(101, 30): 1009 + 503 + 1, (101, 10): 23, (101, 31): 11 + 1, (101, 32): 13, (101, 12): 7,
+                   (102, 30): 1220 + 604 + 1, (102, 10): 24, (102, 31): 12 + 1, (102, 32): 14, (102, 12): 8}
+    svm = selftest.expected_counts(progs, tids, 2)
+    assert svm[(101, 0x7C)] == 11 + 1 + 13 and svm[(102, 0x7B)] == 1220 + 604 + 1
+    seen = dict(vmx)
+    seen[(101, 1)] = 57          # EXTERNAL_INTERRUPT: the host's, not checked
+    lines, bad, short = selftest.compare(vmx, seen, 1, exact_set=False)
+    assert (bad, short, len(lines)) == (0, 0, 10)
+    seen[(102, 12)] = 9
+    lines, bad, short = selftest.compare(vmx, seen, 1, exact_set=False)
+    assert (bad, short) == (1, 0) and "FAIL tid 102      HLT" in [l for l in lines if "FAIL" in l][0]
+
+
+def test_selftest_accounts_for_events_the_kernel_skipped():
+    """Counts short by no more than the events the kernel reported skipping
+    are accounted for; a shortfall beyond them, or any excess, fails."""
+    from kvmexit import selftest
+    want = {(7, 0x80): 1009, (7, 0x70): 503, (8, 0x81): 1220}
+    seen = {(7, 0x80): 1000, (7, 0x70): 503, (8, 0x81): 1217}
+    lines, bad, short = selftest.compare(want, seen, 3, skipped=12)
+    assert (bad, short) == (0, 2)
+    assert lines == ["  ok   tid 7        PORT_0x0070                   503 == 503",
+                     "  miss tid 7        PORT_0x0080                  1000 < 1009",
+                     "  miss tid 8        PORT_0x0081                  1217 < 1220",
+                     "  ok   12 short in all; the kernel skipped the program for 12 events and said so"]
+    lines, bad, short = selftest.compare(want, seen, 3, skipped=11)
+    assert (bad, short) == (2, 0) and lines[-1].startswith("  FAIL 12 short in all")
+    lines, bad, short = selftest.compare(want, {**seen, (7, 0x70): 504}, 3, skipped=12)
+    assert bad == 1 and "  FAIL tid 7        PORT_0x0070                   504 != 503" in lines
+    assert selftest.compare(want, seen, 3)[1:] == (2, 0)      # nothing skipped: short is wrong

@@ -14,11 +14,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from btfutil import merge_split
-from harness import FAKEMEM, FakeMem, KvmExitObject, Worker
 from kvmexit import _libbpf, kernel
 from kvmexit.abi import KVMEXIT_ISA_SVM, KVMEXIT_ISA_VMX, KVMEXIT_KEY_NO_REASON
-from kvmexit.tracer import Filter
+from kvmexit.skeleton import Filter
+from testrun import FAKEMEM, FakeMem, Worker, core, counts, merge_split
 
 pytestmark = [pytest.mark.bpf]
 
@@ -94,10 +93,10 @@ class Firer:
             code = reason if reason != 0xFFFFFFFF or not lay.code64 else 0xFFFFFFFFFFFFFFFF
             mem.write(vmcb, {EXIT_CODE_OFF: struct.pack("<Q" if lay.code64 else "<I", code)})
         mem.write(elem, fields)
-        args = [mem.addrs[elem], self.isa] if "_raw_old" not in self.obj.prog \
-            else [reason, mem.addrs[elem], self.isa]
+        prog = self.obj.exit_prog
+        args = [mem.addrs[elem], self.isa] if "_raw_old" not in prog else [reason, mem.addrs[elem], self.isa]
         for _ in range(n):
-            worker.call(lambda: self.obj.run(*args))
+            worker.call(lambda: self.obj.test_run(prog, args))
 
 
 def _program(layout):
@@ -110,7 +109,7 @@ def _program(layout):
 def test_exact_counts_per_kernel_layout(kname, vendor, corpus, merged, fakemem, workers):
     layout = KERNELS[kname]
     a, b, ncpu = workers
-    obj = KvmExitObject(_program(layout), merged(kname, VENDORS[vendor][0]))
+    obj = core(_program(layout), merged(kname, VENDORS[vendor][0]))
     f = Firer(fakemem, layout, vendor, obj)
     r1, r2, r3 = REASONS[vendor]
     pid, isa = os.getpid(), f.isa
@@ -129,7 +128,7 @@ def test_exact_counts_per_kernel_layout(kname, vendor, corpus, merged, fakemem, 
             k = (pid, w.tid, reason, vid, isa, 0)
             want[k] = want.get(k, 0) + n
             # a read between any two events sees exactly what ran: no loss, no double count
-            assert obj.read() == (want, 0)
+            assert counts(obj) == (want, 0)
     finally:
         obj.close()
     assert sum(want.values()) == 23
@@ -139,7 +138,7 @@ def test_exact_counts_per_kernel_layout(kname, vendor, corpus, merged, fakemem, 
 @pytest.mark.parametrize("kname", ["debian-6.12-amd64", "debian-7.3-amd64"])
 def test_more_reasons_than_cache_slots(kname, corpus, merged, fakemem, workers):
     a, b, _ = workers
-    obj = KvmExitObject("handle_kvm_exit_raw", merged(kname, "kvm-intel"))
+    obj = core("handle_kvm_exit_raw", merged(kname, "kvm-intel"))
     f = Firer(fakemem, KERNELS[kname], "vmx", obj)
     want = {}
     try:
@@ -150,7 +149,7 @@ def test_more_reasons_than_cache_slots(kname, corpus, merged, fakemem, workers):
                 want[k] = want.get(k, 0) + reason + 1
             f.fire(b, 1, 1, 12, 1)             # evict a
             want[(os.getpid(), b.tid, 12, 1, KVMEXIT_ISA_VMX, 0)] = rnd + 1
-            assert obj.read() == (want, 0)
+            assert counts(obj) == (want, 0)
     finally:
         obj.close()
 
@@ -169,12 +168,12 @@ def test_filters(corpus, merged, fakemem, workers):
         (Filter(tgid=pid, vcpu=8), set()),
     ]
     for filt, tids in cases:
-        obj = KvmExitObject("handle_kvm_exit_raw", btf, filt=filt)
+        obj = core("handle_kvm_exit_raw", btf, filt=filt)
         f = Firer(fakemem, KERNELS["debian-6.12-amd64"], "vmx", obj)
         try:
             f.fire(a, 0, 3, 12, 4)
             f.fire(b, 1, 7, 12, 5)
-            got, drops = obj.read()
+            got, drops = counts(obj)
         finally:
             obj.close()
         want = {k: v for k, v in {(pid, a.tid, 12, 3, 1, 0): 4, (pid, b.tid, 12, 7, 1, 0): 5}.items()
@@ -185,7 +184,7 @@ def test_filters(corpus, merged, fakemem, workers):
 @pytest.mark.corpus
 def test_full_map_counts_drops(corpus, merged, fakemem, workers):
     a, b, _ = workers
-    obj = KvmExitObject("handle_kvm_exit_raw", merged("debian-7.3-amd64", "kvm-amd"), max_entries=2)
+    obj = core("handle_kvm_exit_raw", merged("debian-7.3-amd64", "kvm-amd"), max_entries=2)
     f = Firer(fakemem, KERNELS["debian-7.3-amd64"], "svm", obj)
     pid = os.getpid()
     try:
@@ -194,7 +193,7 @@ def test_full_map_counts_drops(corpus, merged, fakemem, workers):
         f.fire(a, 0, 0, 0x400, 4)   # third key: map full
         f.fire(b, 1, 1, 0x7B, 5)    # fourth key: map full
         f.fire(a, 0, 0, 0x7B, 1)
-        got = obj.read()
+        got = counts(obj)
     finally:
         obj.close()
     assert got == ({(pid, a.tid, 0x7B, 0, 2, 0): 3, (pid, a.tid, 0x78, 0, 2, 0): 3}, 9)
@@ -203,12 +202,12 @@ def test_full_map_counts_drops(corpus, merged, fakemem, workers):
 def test_unreadable_reason_without_vendor_btf(fakemem, workers):
     """This host has no vcpu_vmx/vcpu_svm: the vendor block is dead, the exit still counts."""
     a, _, _ = workers
-    obj = KvmExitObject("handle_kvm_exit_raw")
+    obj = core("handle_kvm_exit_raw")
     try:
         fakemem.write(0, {VCPU_ID_OFF: struct.pack("<i", 5)})
         for _ in range(3):
-            a.call(lambda: obj.run(fakemem.addrs[0], KVMEXIT_ISA_VMX))
-        got = obj.read()
+            a.call(lambda: obj.test_run("handle_kvm_exit_raw", [fakemem.addrs[0], KVMEXIT_ISA_VMX]))
+        got = counts(obj)
     finally:
         obj.close()
     assert got == ({(os.getpid(), a.tid, 0, 5, KVMEXIT_ISA_VMX, KVMEXIT_KEY_NO_REASON): 3}, 0)
@@ -222,7 +221,7 @@ def test_programs_relocate_and_load(prog, kname, vendor, corpus, merged):
     """Every program whose prototype this kernel has relocates against every
     corpus kernel and passes the verifier (tp_btf attaches by this kernel's
     BTF; its CO-RE reads relocate against the corpus kernel's)."""
-    obj = KvmExitObject(prog, merged(kname, VENDORS[vendor][0]))
+    obj = core(prog, merged(kname, VENDORS[vendor][0]))
     obj.close()
 
 
@@ -253,18 +252,17 @@ def _bucket(ns):
 def test_latency_from_exit_to_entry(corpus, merged, fakemem, workers):
     """--latency: raw_tp exit and entry programs run with known sleeps between them."""
     a, b, _ = workers
-    obj = KvmExitObject("handle_kvm_exit_raw_lat", merged("debian-6.12-amd64", "kvm-intel"),
-                        also=("handle_kvm_entry_raw",))
+    obj = core("handle_kvm_exit_raw", merged("debian-6.12-amd64", "kvm-intel"), entry="handle_kvm_entry_raw")
     f = Firer(fakemem, KERNELS["debian-6.12-amd64"], "vmx", obj)
     bounds = {}   # reason -> [(inner, outer)]: the kernel's delta lies between
 
     def exit_sleep_entry(sleep):
         t0 = time.perf_counter_ns()
-        obj.run(fakemem.addrs[0], KVMEXIT_ISA_VMX)
+        obj.test_run("handle_kvm_exit_raw", [fakemem.addrs[0], KVMEXIT_ISA_VMX])
         t1 = time.perf_counter_ns()
         time.sleep(sleep)
         t2 = time.perf_counter_ns()
-        obj.run_prog("handle_kvm_entry_raw", 0)
+        obj.test_run("handle_kvm_entry_raw", [0])
         t3 = time.perf_counter_ns()
         return t2 - t1, t3 - t0
     try:
@@ -274,15 +272,15 @@ def test_latency_from_exit_to_entry(corpus, merged, fakemem, workers):
                               KERNELS["debian-6.12-amd64"].vmx_reason: struct.pack("<I", reason)})
             bounds.setdefault(reason, []).append(a.call(lambda: exit_sleep_entry(sleep)))
         # an entry without an exit before it, and an exit never followed by an entry, time nothing
-        a.call(lambda: obj.run_prog("handle_kvm_entry_raw", 0))
+        a.call(lambda: obj.test_run("handle_kvm_entry_raw", [0]))
         f.fire(b, 1, 7, 48)
-        lat = obj.read_latency()
-        counts, _ = obj.read()
+        snap = obj.read()
+        lat, totals = snap.latency, snap.totals
     finally:
         obj.close()
     pid = os.getpid()
     assert set(lat) == {(pid, a.tid, 12, 3, 1, 0), (pid, a.tid, 30, 3, 1, 0)}
-    assert counts[(pid, b.tid, 48, 7, 1, 0)] == 1
+    assert totals[(pid, b.tid, 48, 7, 1, 0)] == 1
     for reason, bs in bounds.items():
         s = lat[(pid, a.tid, reason, 3, 1, 0)]
         inner, outer = [x[0] for x in bs], [x[1] for x in bs]
@@ -307,16 +305,16 @@ def test_readout_without_batch_lookups_is_the_same(fakemem, workers, monkeypatch
     import errno
     from kvmexit import _libbpf as lb
     a, b, _ = workers
-    obj = KvmExitObject("handle_kvm_exit_raw")
+    obj = core("handle_kvm_exit_raw")
     try:
         for w, n in ((a, 3), (b, 5), (a, 2)):
             fakemem.write(0, {VCPU_ID_OFF: struct.pack("<i", 1)})
             for _ in range(n):
-                w.call(lambda: obj.run(fakemem.addrs[0], KVMEXIT_ISA_VMX))
-        batched = obj.read()
+                w.call(lambda: obj.test_run("handle_kvm_exit_raw", [fakemem.addrs[0], KVMEXIT_ISA_VMX]))
+        batched = counts(obj)
         lib = lb.load()
         monkeypatch.setattr(lib, "bpf_map_lookup_batch", lambda *args: -errno.EINVAL)
-        assert obj.read() == batched
+        assert counts(obj) == batched
     finally:
         obj.close()
     assert batched == ({(os.getpid(), a.tid, 0, 1, KVMEXIT_ISA_VMX, KVMEXIT_KEY_NO_REASON): 5,

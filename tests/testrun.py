@@ -1,16 +1,17 @@
 # SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 """BPF_PROG_TEST_RUN harness: fake vendor vCPU structs in kernel memory,
-kvm_exit.bpf.o's raw_tp programs run on them from real threads."""
+kvm_exit.bpf.o's raw_tp programs run on them from real threads, relocated
+against other kernels' BTF (one file merged from vmlinux and a module)."""
 import ctypes as ct
 import os
 import queue
+import struct
 import threading
 from pathlib import Path
 
-from kvmexit import _libbpf, maps
-from kvmexit.abi import MAP_CACHE, MAP_COUNTS, MAP_LATENCY, MAP_PENDING
-from kvmexit.bpf import CORE_OBJECT, BpfObject, object_bytes
-from kvmexit.tracer import CORE_PROGRAMS, Filter
+from kvmexit import _libbpf
+from kvmexit.bpfobject import BpfObject
+from kvmexit.skeleton import CORE_OBJECT, Filter, KvmExitObject
 
 FAKEMEM = Path(__file__).resolve().parents[1] / "build" / "fakemem.bpf.o"
 FAKE_SIZE = 16384
@@ -20,7 +21,7 @@ class FakeMem:
     """Four 16 KiB elements of kernel memory whose addresses are known."""
 
     def __init__(self):
-        self.obj = BpfObject(FAKEMEM.read_bytes())
+        self.obj = BpfObject(FAKEMEM.read_bytes(), "fakemem")
         self.obj.load()
         self.obj.test_run("leak_addrs", [0])
         lib = _libbpf.load()
@@ -44,37 +45,15 @@ class FakeMem:
         self.obj.close()
 
 
-class KvmExitObject:
-    """kvm_exit.bpf.o loaded for test runs, CO-RE relocated against btf_path."""
+def core(prog, btf_path=None, filt=Filter(), max_entries=64, entry=None):
+    """kvm_exit.bpf.o loaded for test runs of prog, CO-RE relocated against btf_path."""
+    return KvmExitObject(CORE_OBJECT, prog, entry, filt, max_entries, True, btf_path)
 
-    def __init__(self, prog, btf_path=None, filt=Filter(), max_entries=64, tp_has_vcpu_id=True, also=()):
-        self.prog = prog
-        self.obj = BpfObject(object_bytes(CORE_OBJECT), btf_custom_path=btf_path)
-        self.obj.autoload_only({prog, *also}, CORE_PROGRAMS)
-        for m in (MAP_COUNTS, MAP_PENDING, MAP_LATENCY):
-            self.obj.set_max_entries(m, max_entries)
-        self.obj.set_rodata(filt.rodata(tp_has_vcpu_id))
-        self.obj.load()
-        self.max_entries = max_entries
 
-    def run(self, *args):
-        return self.obj.test_run(self.prog, list(args))
-
-    def run_prog(self, prog, *args):
-        return self.obj.test_run(prog, list(args))
-
-    def read_latency(self):
-        keys, values = maps.read_hash(self.obj.map_fd(MAP_LATENCY), maps.LAT_SIZE, self.max_entries)
-        return maps.latency_stats(keys, values)
-
-    def read(self):
-        ncpu = maps.possible_cpus()
-        cache = maps.read_cache(self.obj.map_fd(MAP_CACHE), ncpu)
-        keys, values = maps.read_counts(self.obj.map_fd(MAP_COUNTS), ncpu, self.max_entries)
-        return maps.combine(keys, values, ncpu, cache)
-
-    def close(self):
-        self.obj.close()
+def counts(obj):
+    """(totals, drops) of a KvmExitObject read now."""
+    snap = obj.read()
+    return snap.totals, snap.drops
 
 
 class Worker:
@@ -113,3 +92,29 @@ class Worker:
     def stop(self):
         self._q.put(None)
         self._t.join()
+
+
+# -- one standalone BTF file from a module's split BTF on its base ----------
+# libbpf's btf_custom_path reads exactly one file and no module BTF.  Type
+# ids and string offsets stay as they are: split ids follow the base's last
+# id, and split string offsets follow the base's strings.
+HDR = struct.Struct("<HBBIIIII")  # magic, version, flags, hdr_len, type_off, type_len, str_off, str_len
+MAGIC = 0xEB9F
+
+
+def _sections(data):
+    magic, version, flags, hdr_len, type_off, type_len, str_off, str_len = HDR.unpack_from(data)
+    if magic != MAGIC:
+        raise ValueError("not BTF")
+    body = data[hdr_len:]
+    return version, flags, body[type_off:type_off + type_len], body[str_off:str_off + str_len]
+
+
+def merge_split(base_path, split_path, out_path):
+    version, flags, base_types, base_strs = _sections(Path(base_path).read_bytes())
+    _, _, split_types, split_strs = _sections(Path(split_path).read_bytes())
+    types, strs = base_types + split_types, base_strs + split_strs
+    hdr = HDR.pack(MAGIC, version, flags, HDR.size, 0, len(types), len(types), len(strs))
+    with open(out_path, "wb") as f:
+        f.write(hdr + types + strs)
+    return out_path

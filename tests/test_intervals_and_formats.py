@@ -13,12 +13,13 @@ import urllib.request
 
 import pytest
 
-from conftest import KVMEXIT, kvmexit_progs
+from helpers import KVMEXIT, GuestProc, calibrated, kvmexit_progs, port, started
 from kvmexit import output, report
 from kvmexit.guest import DONE_PORT, SYNC_PORT
-from kvmexit.maps import LatencyStat
+from kvmexit.counts import CounterKey as K
+from kvmexit.counts import LatencyStat
+from kvmexit.output import View
 from kvmexit.procinfo import vm_name_from_argv
-from test_e2e import GuestProc, port
 
 
 @pytest.mark.parametrize("argv,name", [
@@ -34,19 +35,6 @@ from test_e2e import GuestProc, port
 ])
 def test_vm_names_from_command_lines(argv, name):
     assert vm_name_from_argv(argv) == name
-
-
-def _started(p):
-    """Wait for --verbose's "attached" line: the tracer counts from now."""
-    for line in p.stderr:
-        if line.startswith("kvmexit: attached "):
-            return p
-    raise AssertionError("tracer did not attach")
-
-
-def _bg(*args):
-    return _started(subprocess.Popen(KVMEXIT + ["--calibrate", "--verbose"] + [str(a) for a in args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
 
 
 def _tables(text):
@@ -84,7 +72,7 @@ def _phase_counts(tids):
 @pytest.mark.kvm
 def test_json_intervals_exact_and_count_stops():
     g = GuestProc(PHASED, migrate=5)
-    js = _bg("-p", g.pid, "-o", "json", "-i", "1", "-c", "3")
+    js = calibrated("-p", g.pid, "-o", "json", "-i", "1", "-c", "3")
     records = []
     for phase in range(3):
         g.release()                               # one phase per interval
@@ -101,7 +89,7 @@ def test_json_intervals_exact_and_count_stops():
 @pytest.mark.kvm
 def test_interval_tables_exact():
     g = GuestProc(PHASED, migrate=5)
-    t = _bg("-p", g.pid, "-a", "-i", "1", "-c", "3")
+    t = calibrated("-p", g.pid, "-a", "-i", "1", "-c", "3")
     chunks = [t.stdout.readline()]
     for phase in range(3):
         g.release()
@@ -122,7 +110,7 @@ def test_interval_tables_exact():
 def test_json_csv_and_table_agree_and_names():
     progs = ["sync,out:0x80:%d,out:0x%x:%d,sync" % (500 + 7 * i, 0x90 + i, 50 + i) for i in range(2)]
     g = GuestProc(progs, extra=["-name", "guest=web01,debug-threads=on"])
-    tracers = {fmt: _bg("-p", g.pid, "-a", "--wide", "-o", fmt) for fmt in ("table", "json", "csv")}
+    tracers = {fmt: calibrated("-p", g.pid, "-a", "--wide", "-o", fmt) for fmt in ("table", "json", "csv")}
     g.release()                                   # runs, then parks at its last sync (names stay readable)
     assert json.loads(g.p.stdout.readline()) == {"sync": 1}
     outs = {}
@@ -159,8 +147,8 @@ def test_json_csv_and_table_agree_and_names():
 @pytest.mark.kvm
 def test_firecracker_style_vm_name_in_the_all_threads_view():
     g = GuestProc(["sync,out:0x80:9,sync"], migrate=None, extra=["--id", "fc-42"])
-    t = _bg("--wide", "-T", str(g.tids[0]))
-    a = _bg("--wide")
+    t = calibrated("--wide", "-T", str(g.tids[0]))
+    a = calibrated("--wide")
     g.release()
     assert json.loads(g.p.stdout.readline()) == {"sync": 1}
     for p in (t, a):
@@ -177,11 +165,11 @@ def test_firecracker_style_vm_name_in_the_all_threads_view():
 
 
 def test_latency_rows_histogram_and_top():
-    lat = {(1, 2, 12, 0, 1, 0): LatencyStat(3, 3000, 500, 1500, tuple([0] * 8 + [1, 1, 1] + [0] * 21)),
-           (1, 3, 12, 1, 1, 0): LatencyStat(1, 4000, 4000, 4000, tuple([0] * 11 + [1] + [0] * 20))}
-    totals = {(1, 2, 12, 0, 1, 0): 3, (1, 3, 12, 1, 1, 0): 1, (1, 3, 30, 1, 1, 0): 9}
+    lat = {K(1, 2, 12, 0, 1, 0): LatencyStat(3, 3000, 500, 1500, tuple([0] * 8 + [1, 1, 1] + [0] * 21)),
+           K(1, 3, 12, 1, 1, 0): LatencyStat(1, 4000, 4000, 4000, tuple([0] * 11 + [1] + [0] * 20))}
+    totals = {K(1, 2, 12, 0, 1, 0): 3, K(1, 3, 12, 1, 1, 0): 1, K(1, 3, 30, 1, 1, 0): 9}
     rows = report.rows(totals, "pid", lat)
-    assert output.table("pid", rows, latency=True).splitlines() == [
+    assert output.table(View("pid", ""), rows, latency=True).splitlines() == [
         "KVM_EXIT_REASON                     COUNT      TOTAL_us     MIN_us     AVG_us     MAX_us",
         "IO_INSTRUCTION                      9              0.00       0.00       0.00       0.00",
         "HLT                                 4              7.00       0.50       1.75       4.00"]
@@ -197,7 +185,7 @@ def test_latency_rows_histogram_and_top():
 @pytest.mark.parametrize("mode", ["tp_btf", "raw_tp", "tracepoint"])
 def test_latency_attaches_exit_and_entry(mode):
     before = kvmexit_progs()
-    p = _started(subprocess.Popen(KVMEXIT + ["--latency", "--hist", "--mode", mode, "--verbose"],
+    p = started(subprocess.Popen(KVMEXIT + ["--latency", "--hist", "--mode", mode, "--verbose"],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     progs = kvmexit_progs() - before
     names = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True).stdout
@@ -207,7 +195,7 @@ def test_latency_attaches_exit_and_entry(mode):
     # the kvm_exit and the kvm_entry program of that mode
     kind = {"tp_btf": "btf", "raw_tp": "raw", "tracepoint": "tp"}[mode]
     assert sorted(pr["name"] for pr in json.loads(names) if pr["id"] in progs) == \
-        ["handle_kvm_entry_" + kind, "handle_kvm_exit_%s_lat" % kind]
+        ["handle_kvm_entry_" + kind, "handle_kvm_exit_%s" % kind]
     assert out.splitlines()[2] == ("PID      TID      KVM_EXIT_REASON                     COUNT      TOTAL_us     "
                                    "MIN_us     AVG_us     MAX_us")
 
@@ -238,7 +226,7 @@ def test_exporter_counts_equal_the_cli(tmp_path):
                                       "--textfile", str(textfile), "--interval", "0.05", "-p", str(g.pid)],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert exp.stderr.readline().startswith("kvmexit exporter: ")
-    cli = _bg("-p", g.pid, "-o", "json")
+    cli = calibrated("-p", g.pid, "-o", "json")
     try:
         g.release()
         assert json.loads(g.p.stdout.readline()) == {"sync": 1}

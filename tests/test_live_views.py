@@ -3,17 +3,14 @@
 drives kvm:kvm_pio from its vCPU threads, the real CLI counts them through
 the calibration hook (--calibrate: the same counting code as kvm_exit), and
 every table must be exact, equal to an independent ftrace count."""
-import json
 import os
-import re
 import signal
 import struct
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import KVMEXIT, assert_nothing_left, kvmexit_progs
+from helpers import CliTracer, Ftrace, GuestProc, assert_nothing_left, kvmexit_progs, port
 from kvmexit import kernel
 from kvmexit.guest import DONE_PORT
 
@@ -40,88 +37,9 @@ def expected(progs, tids):
     return exp
 
 
-class GuestProc:
-    """`kvmexit guest --wait`, parked at its first sync step."""
-
-    def __init__(self, progs, migrate=7, extra=()):
-        args = KVMEXIT + ["guest", "--wait"] + (["--migrate", str(migrate)] if migrate else [])
-        for p in progs:
-            args += ["--program", p]
-        self.p = subprocess.Popen(list(args) + list(extra), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  text=True)
-        info = json.loads(self.p.stdout.readline())
-        self.pid, self.tids = info["pid"], info["tids"]
-        assert json.loads(self.p.stdout.readline()) == {"sync": 0}
-
-    def release(self):
-        self.p.stdin.write("\n")
-        self.p.stdin.flush()
-
-    def finish(self):
-        self.release()
-        self.done()
-
-    def done(self):
-        """Wait for the end of a guest released past its last sync."""
-        done = {}
-        while "done" not in done:                 # {"sync": n} lines come first
-            done = json.loads(self.p.stdout.readline())
-        self.p.stdin.close()
-        assert self.p.wait(30) == 0
-        assert done["done"]
-        self.p.stdout.close()
-
-
-class Tracer:
-    """The real CLI in the background; started means attached (banner printed)."""
-
-    def __init__(self, *args):
-        self.p = subprocess.Popen(KVMEXIT + ["--calibrate"] + [str(a) for a in args],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.banner = self.p.stdout.readline().rstrip("\n")
-        assert self.banner.startswith("Display kvm exit reasons"), self.p.stderr.read()
-
-    def stop(self, signum=signal.SIGINT):
-        if signum:
-            self.p.send_signal(signum)
-        out, err = self.p.communicate(timeout=60)
-        assert self.p.returncode == 0, err
-        assert "Traceback" not in err
-        return out
-
-
-class Ftrace:
-    """An independent count: kvm_pio records in a private tracefs instance."""
-
-    def __init__(self):
-        self.dir = Path(kernel.tracefs()) / "instances" / ("kvmexit-test-%d" % os.getpid())
-        self.dir.mkdir()
-        (self.dir / "buffer_size_kb").write_text("16384")
-        (self.dir / "events/kvm/kvm_pio/enable").write_text("1")
-
-    def counts(self, pid_tids):
-        (self.dir / "tracing_on").write_text("0")
-        got = {}
-        for line in (self.dir / "trace").read_text().splitlines():
-            m = re.match(r".*-(\d+)\s+\[\d+\].*kvm_pio: pio_\w+ at 0x([0-9a-f]+) size \d+ count \d+ val 0x([0-9a-f]+)",
-                         line)
-            if m and int(m.group(1)) in pid_tids:
-                k = (int(m.group(1)), int(m.group(3), 16), int(m.group(2), 16))
-                got[k] = got.get(k, 0) + 1
-        return got
-
-    def close(self):
-        (self.dir / "events/kvm/kvm_pio/enable").write_text("0")
-        self.dir.rmdir()
-
-
 def _sorted_rows(items):
     """bcc order: count descending, ties to the higher reason code (port)."""
     return sorted(items, key=lambda kv: (-kv[1], -kv[0][-1]) + tuple(kv[0][:-1]))
-
-
-def port(p):
-    return "PORT_0x%04x" % p
 
 
 def run_views(nvcpus):
@@ -132,13 +50,13 @@ def run_views(nvcpus):
     ft = Ftrace()
     try:
         tracers = {
-            "all": Tracer(),
-            "pid": Tracer("-p", pid),
-            "alltids": Tracer("-p", pid, "-a"),
-            "vcpu": Tracer("-p", pid, "-v", nvcpus - 1),
-            "tid": Tracer("-t", tids[0]),
-            "tids": Tracer("-T", "%d,%d" % (tids[-1], tids[0])),
-            "duration": Tracer("-p", pid, 3),
+            "all": CliTracer(),
+            "pid": CliTracer("-p", pid),
+            "alltids": CliTracer("-p", pid, "-a"),
+            "vcpu": CliTracer("-p", pid, "-v", nvcpus - 1),
+            "tid": CliTracer("-t", tids[0]),
+            "tids": CliTracer("-T", "%d,%d" % (tids[-1], tids[0])),
+            "duration": CliTracer("-p", pid, 3),
         }
         g.finish()
         outs = {name: t.stop(None if name == "duration" else signal.SIGINT) for name, t in tracers.items()}
@@ -221,7 +139,7 @@ def test_bcc_man_page_examples():
          "\n" + table_threads(exp, "TIDS     ", {t0, t1})),
     ]
     import shlex
-    tracers = [Tracer(*shlex.split(cmd)) for cmd, _, _ in examples]
+    tracers = [CliTracer(*shlex.split(cmd)) for cmd, _, _ in examples]
     g.finish()
     for (cmd, desc, table), t in zip(examples, tracers):
         assert t.banner == "Display kvm exit reasons and statistics " + desc + ".", cmd
@@ -232,7 +150,7 @@ def test_tracer_started_while_guest_runs():
     """The guest has run (exits already counted by nobody) when the tracer attaches."""
     progs = ["out:0x80:900,sync,out:0x81:%d,out:0x80:%d" % (300 + i, 40 + i) for i in range(2)]
     g = GuestProc(progs)
-    t = Tracer("-p", g.pid, "-a")
+    t = CliTracer("-p", g.pid, "-a")
     g.finish()
     out = t.stop()
     rows = {(g.tids[i], 0x81): 300 + i for i in range(2)}
@@ -244,7 +162,7 @@ def test_tracer_started_while_guest_runs():
 def test_sigterm_prints_counts_and_detaches():
     before = kvmexit_progs()
     g = GuestProc(["sync,out:0x80:23"], migrate=None)
-    t = Tracer("-t", g.tids[0])
+    t = CliTracer("-t", g.tids[0])
     g.finish()
     assert t.stop(signal.SIGTERM) == "\n" + "\n".join([
         "KVM_EXIT_REASON                     COUNT", "%-35s %-8u" % (port(0x80), 23),
@@ -295,7 +213,7 @@ def test_other_perf_users_still_see_the_events():
     fds = _perf_counters(event_id, os.cpu_count())
     try:
         g = GuestProc(["sync,out:0x80:377"], migrate=None)
-        t = Tracer("--mode", "tracepoint", "-p", g.pid)
+        t = CliTracer("--mode", "tracepoint", "-p", g.pid)
         g.finish()
         out = t.stop()
         seen = sum(struct.unpack("<Q", os.read(fd, 8))[0] for fd in fds)
@@ -311,7 +229,7 @@ def test_other_perf_users_still_see_the_events():
 def test_full_map_drops_footer():
     """More (thread, reason) pairs than --max-entries: exact counts for those that fit, the rest in the footer."""
     g = GuestProc(["sync,out:0x80:10,out:0x81:20,out:0x82:30"], migrate=None)
-    t = Tracer("--max-entries", 2, "-t", g.tids[0])
+    t = CliTracer("--max-entries", 2, "-t", g.tids[0])
     g.finish()
     assert t.stop() == "\n" + "\n".join([
         "KVM_EXIT_REASON                     COUNT",

@@ -1,0 +1,134 @@
+# SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+"""kvm_exit.bpf.o's one owner on the Python side, a skeleton in spirit:
+it loads the object with exactly the programs asked for and the filter in
+.rodata, attaches them, reads the counters in the one order that keeps
+live reads consistent, and closes it all on one path."""
+from dataclasses import dataclass
+
+from . import maps
+from .abi import (KVMEXIT_MAX_TIDS, KVMEXIT_VCPU_ANY, MAP_CACHE, MAP_COUNTS, MAP_GENS, MAP_LAT, MAP_PENDING,
+                  OBJECT_NAME)
+from .bpfobject import BpfObject, package_object
+from .counts import Snapshot
+from .errors import KvmexitError
+
+CORE_OBJECT = "kvm_exit.bpf.o"
+LEGACY_OBJECT = "kvm_exit_legacy.bpf.o"
+# copies of the caches tried before one of each CPU is of one owner; the
+# programs change owners in a few instructions, so a retry is rare and a
+# thousand of them is never seen
+CACHE_TRIES = 1000
+
+
+@dataclass(frozen=True)
+class Filter:
+    """What the kernel side counts; empty means everything."""
+    tgid: int = 0
+    tids: tuple = ()
+    vcpu: int = None
+
+    def rodata(self):
+        """The filter's .rodata variables of kvm_exit.bpf.c."""
+        if len(self.tids) > KVMEXIT_MAX_TIDS:
+            raise KvmexitError("at most %d TIDs can be traced at once" % KVMEXIT_MAX_TIDS)
+        tids = list(self.tids) + [0] * (KVMEXIT_MAX_TIDS - len(self.tids))
+        return {"targ_tgid": self.tgid, "targ_vcpu": KVMEXIT_VCPU_ANY if self.vcpu is None else self.vcpu,
+                "targ_ntids": len(self.tids), "targ_tids": b"".join(int(t).to_bytes(4, "little") for t in tids)}
+
+
+class KvmExitObject:
+    """One kvm_exit object, loaded.
+
+    Args:
+        obj_file: CORE_OBJECT or LEGACY_OBJECT.
+        exit_prog: the program that counts (a kvm_exit or calibration program).
+        entry_prog: with --latency, the kvm_entry program of the same kind.
+        filt: Filter.
+        max_entries: capacity of the counts map (and of the latency maps).
+        tp_has_vcpu_id: the kvm_exit record carries vcpu_id (tracepoint programs).
+        btf_custom_path: BTF to relocate against instead of the kernel's (tests).
+    """
+
+    def __init__(self, obj_file, exit_prog, entry_prog=None, filt=Filter(), max_entries=16384,
+                 tp_has_vcpu_id=False, btf_custom_path=None):
+        self.exit_prog, self.entry_prog, self.max_entries = exit_prog, entry_prog, max_entries
+        self.obj = BpfObject(package_object(obj_file), OBJECT_NAME, btf_custom_path)
+        try:
+            self.obj.load_only({exit_prog, entry_prog} - {None})
+            self.obj.set_max_entries(MAP_COUNTS, max_entries)
+            for m in (MAP_PENDING, MAP_LAT):
+                self.obj.set_max_entries(m, max_entries if entry_prog else 1)
+            self.obj.set_rodata(dict(filt.rodata(), tp_has_vcpu_id=tp_has_vcpu_id, latency=entry_prog is not None))
+            self.obj.load()
+        except BaseException:
+            self.obj.close()
+            raise
+        self.ncpu = maps.possible_cpus()
+        self.cache_size = self.obj.value_size(MAP_CACHE)
+        self.lat_size = self.obj.value_size(MAP_LAT)
+        self._known = {}         # keys decoded by earlier reads (maps.decode_keys)
+
+    def attach(self, kind, source="kvm_exit"):
+        """Attach the exit program to source, and the entry program to kvm_entry."""
+        self.obj.attach(self.exit_prog, kind, source)
+        if self.entry_prog:
+            self.obj.attach(self.entry_prog, kind, "kvm_entry")
+
+    def detach(self):
+        """Stop counting; the maps stay readable until close()."""
+        self.obj.detach()
+
+    def close(self):
+        self.obj.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def test_run(self, prog, args):
+        """BPF_PROG_TEST_RUN one of the loaded raw_tp programs (tests, benchmarks)."""
+        return self.obj.test_run(prog, args)
+
+    def _caches(self):
+        """Per CPU, a copy of its cache made while its gen stood still and even."""
+        fd_gens, fd_cache = self.obj.map_fd(MAP_GENS), self.obj.map_fd(MAP_CACHE)
+        size, want = self.cache_size, set(range(self.ncpu))
+        caches = [None] * self.ncpu
+        for _ in range(CACHE_TRIES):
+            before = memoryview(maps.read_percpu(fd_gens, 8, self.ncpu)).cast("Q")
+            raw = maps.read_percpu(fd_cache, size, self.ncpu)
+            after = memoryview(maps.read_percpu(fd_gens, 8, self.ncpu)).cast("Q")
+            for cpu in list(want):
+                if before[cpu] == after[cpu] and not before[cpu] & 1:
+                    caches[cpu] = raw[cpu * size:(cpu + 1) * size]
+                    want.discard(cpu)
+            if not want:
+                return caches
+        for cpu in want:                    # not seen in practice: the last copy
+            caches[cpu] = raw[cpu * size:(cpu + 1) * size]
+        return caches
+
+    def read(self):
+        """The counts now: consistent while the programs run, exact once detached.
+
+        The caches first, then the hash (maps.py says why), then the
+        latency map and the kernel's count of skipped runs.
+        """
+        caches = self._caches()
+        keys, values = maps.read_hash(self.obj.map_fd(MAP_COUNTS), 8 * self.ncpu, self.max_entries)
+        totals, drops = maps.combine(keys, values, self.ncpu, caches, self._known)
+        lat, entries_skipped = None, 0
+        if self.entry_prog:
+            keys, values = maps.read_hash(self.obj.map_fd(MAP_LAT), self.lat_size, self.max_entries)
+            lat = maps.latency_stats(keys, values)
+            entries_skipped = self.obj.prog_misses(self.entry_prog)
+        return Snapshot(totals, drops, lat, self.obj.prog_misses(self.exit_prog), entries_skipped)
+
+    # what benchmarks and tests look at
+    def prog_stats(self, prog=None):
+        return self.obj.prog_stats(prog or self.exit_prog)
+
+    def memlock(self, map_name):
+        return self.obj.memlock(map_name)

@@ -1,0 +1,82 @@
+# SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+"""How the attach mode is chosen, from kernel BTF and the tracepoint
+records (pure), and what a kernel or libbpf that cannot do it says."""
+import pytest
+
+from kvmexit.errors import KvmexitError
+from kvmexit.skeleton import CORE_OBJECT, LEGACY_OBJECT
+from kvmexit.kernel import KernelBtf, parse_format
+from kvmexit.tracer import Attempt, plan
+
+
+NEW_VMX = KernelBtf(available=True, proto="new", vendors={"vmx"})
+NEW_NONE = KernelBtf(available=True, proto="new", flavour="pvm")
+OLD = KernelBtf(available=True, proto="old", vendors={"svm"})
+NOBTF = KernelBtf(available=False, error="no")
+
+
+def _kinds(attempts):
+    return [(a.obj == LEGACY_OBJECT and "legacy " or "") + a.kind for a in attempts]
+
+
+@pytest.mark.parametrize("kbtf,mode,want", [
+    (NEW_VMX, "auto", ["tp_btf", "raw_tp", "tracepoint"]),
+    (OLD, "auto", ["tp_btf", "raw_tp", "tracepoint"]),
+    (NEW_NONE, "auto", ["tracepoint"]),
+    (NEW_NONE, "tp_btf", ["tp_btf"]),
+    (NEW_VMX, "raw_tp", ["raw_tp"]),
+    (NOBTF, "auto", ["legacy raw_tp", "legacy tracepoint"]),
+    (NOBTF, "tracepoint", ["legacy tracepoint"]),
+])
+def test_plan_order(kbtf, mode, want):
+    attempts, _ = plan("kvm_exit", mode, kbtf)
+    assert _kinds(attempts) == want
+
+
+def test_plan_programs_follow_the_prototype():
+    assert plan("kvm_exit", "auto", OLD)[0][0] == Attempt(CORE_OBJECT, "handle_kvm_exit_btf_old", "tp_btf")
+    assert plan("kvm_exit", "auto", NEW_VMX)[0][1] == Attempt(CORE_OBJECT, "handle_kvm_exit_raw", "raw_tp")
+    assert plan("kvm_exit", "auto", NOBTF)[0][0].prog == "handle_kvm_exit_raw_old"
+    assert plan("kvm_pio", "auto", NEW_NONE)[0][0].prog == "handle_kvm_pio_btf"
+
+
+def test_plan_notes_and_refusals():
+    assert "UNREADABLE" in plan("kvm_exit", "tp_btf", NEW_NONE)[1][0]
+    with pytest.raises(KvmexitError, match="tp_btf mode needs kernel BTF"):
+        plan("kvm_exit", "tp_btf", NOBTF)
+    # kvm without module BTF (Debian 5.10): the old prototype's raw_tp first, never tp_btf
+    no_typedef = KernelBtf(available=True, proto=None)
+    assert plan("kvm_exit", "auto", no_typedef)[0] == [Attempt(LEGACY_OBJECT, "handle_kvm_exit_raw_old", "raw_tp"),
+                                                        Attempt(CORE_OBJECT, "handle_kvm_exit_tp", "tracepoint")]
+    assert _kinds(plan("kvm_exit", "raw_tp", no_typedef)[0]) == ["legacy raw_tp"]
+    with pytest.raises(KvmexitError, match="tp_btf mode needs BTF of the kvm module"):
+        plan("kvm_exit", "tp_btf", no_typedef)
+    with pytest.raises(KvmexitError, match="-v needs vCPU ids"):
+        plan("kvm_exit", "auto", NOBTF, need_vcpu=True, tp_vcpu=False)
+    # a record without vcpu_id drops the tracepoint, never the BTF modes
+    assert _kinds(plan("kvm_exit", "auto", NEW_VMX, need_vcpu=True, tp_vcpu=False)[0]) == ["tp_btf", "raw_tp"]
+    assert _kinds(plan("kvm_exit", "auto", NEW_VMX, tp_ok=False)[0]) == ["tp_btf", "raw_tp"]
+
+
+def test_parse_format():
+    text = ("name: kvm_exit\nformat:\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n"
+            "\tfield:unsigned int exit_reason;\toffset:8;\tsize:4;\tsigned:0;\n"
+            "\tfield:char name[16];\toffset:12;\tsize:16;\tsigned:0;\n\nprint fmt: \"x %d\", REC->x\n")
+    fields, fmt = parse_format(text)
+    assert fields == {"common_type": (0, 2), "exit_reason": (8, 4), "name": (12, 16)}
+    assert fmt == '"x %d", REC->x'
+
+
+def test_debugfs_is_left_alone_with_libbpf_1(monkeypatch):
+    from kvmexit import kernel
+    import subprocess
+    calls = []
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: calls.append(a))
+    kernel.debugfs_for_old_libbpf((1, 1, 2))
+    assert calls == []
+
+
+def test_libbpf_private_error_codes_get_libbpf_text():
+    from kvmexit import _libbpf
+    assert str(_libbpf._error(4003, "bpf_object__load")) == "bpf_object__load: Endian mismatch"
+    assert str(_libbpf._error(13, "bpf_object__load")) == "bpf_object__load: Permission denied"
