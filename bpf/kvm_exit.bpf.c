@@ -144,13 +144,14 @@ static __always_inline bool tid_wanted(__u32 tid)
 static __always_inline void write_back(struct kvmexit_cache *c)
 {
 	struct kvmexit_key key = c->key;
-	__u32 n = c->nreasons, r;
-	__u64 *val;
+	__u32 n = c->nreasons;
+	__u64 r, *val;
 
 	for (int i = 0; i < KVMEXIT_CACHE_REASONS; i++) {
 		if (i >= n)
 			break;
 		r = c->reasons[i];
+		barrier_var(r);
 		if (r >= KVMEXIT_DENSE)		/* never: a bound for the verifier */
 			continue;
 		key.reason = r;
@@ -210,8 +211,7 @@ static __always_inline bool take_cache(struct kvmexit_cache *c, const struct exi
 static __noinline int count_slow(struct kvmexit_cache *c, const struct exit_event *ev)
 {
 	struct kvmexit_key key;
-	__u32 n, r;
-	__u64 *val;
+	__u64 n, r, *val;
 
 	if (c->owner != ev->owner && !take_cache(c, ev))
 		return 1;
@@ -225,6 +225,8 @@ static __noinline int count_slow(struct kvmexit_cache *c, const struct exit_even
 	}
 	n = c->nreasons;
 	r = ev->reason;
+	barrier_var(r);
+	barrier_var(n);
 	if (r < KVMEXIT_DENSE && !ev->flags && n < KVMEXIT_CACHE_REASONS) {
 		c->dense[r] = *val + 1;
 		c->reasons[n] = r;
@@ -314,13 +316,17 @@ static __always_inline void count_exit(__u32 reason, __u8 flags, __u8 isa, enum 
 	__u64 owner = KVMEXIT_OWNER(bpf_get_current_pid_tgid(), isa);
 	struct kvmexit_cache *c;
 	__u32 zero = 0;
-	__u64 *n;
+	__u64 *n, idx;
 
 	c = bpf_map_lookup_elem(&cache, &zero);
 	if (!c)
 		return;
-	if (c->owner == owner && reason < KVMEXIT_DENSE && !flags) {
-		n = &c->dense[reason];
+	/* one register for the bound and the index: older verifiers (5.10)
+	 * take a bound checked on one copy of a value as none on another */
+	idx = reason;
+	barrier_var(idx);
+	if (c->owner == owner && idx < KVMEXIT_DENSE && !flags) {
+		n = &c->dense[idx];
 		if (*n) {
 			(*n)++;
 			goto counted;

@@ -278,6 +278,7 @@ class Guest:
         return self
 
     def join(self, timeout=60):
+        """Wait for the vCPU threads (timeout None: as long as they run)."""
         for t in self._threads:
             t.join(timeout)
         if any(t.is_alive() for t in self._threads):

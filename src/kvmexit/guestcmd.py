@@ -78,7 +78,8 @@ def guest(vcpus, programs, seconds, wait, migrate, vm_name):
         click.echo(json.dumps({"pid": g.pid, "tids": g.tids, "vcpus": len(programs)}))
         sys.stdout.flush()
         announced.set()
-        g.join(timeout=max(60, (seconds or 0) + 60))
+        # with --wait the caller paces the guest, and says when it is done
+        g.join(timeout=None if wait else max(60, (seconds or 0) + 60))
     finally:
         g.close()
     click.echo(json.dumps({"done": True, "rounds": g.rounds}))
