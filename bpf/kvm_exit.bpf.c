@@ -184,7 +184,7 @@ static __always_inline bool take_cache(struct kvmexit_cache *c, const struct exi
 	if (targ_vcpu != KVMEXIT_VCPU_ANY && vcpu_id != targ_vcpu)
 		return false;
 	g = bpf_map_lookup_elem(&gens, &zero);
-	if (!g)
+	if (!g)		/* never (an array's element 0): a bound for the verifier */
 		return false;
 	g->gen++;
 	barrier();
@@ -244,8 +244,10 @@ static __noinline int record_exit(struct kvmexit_cache *c, __u32 reason, __u8 fl
 	__u32 tid = c->key.tid;
 
 	p = lookup_or_init(&pending, &tid, &zero_pending);
-	if (!p)
+	if (!p) {
+		c->untimed++;
 		return 0;
+	}
 	p->key = c->key;
 	p->key.reason = reason;
 	p->key.flags = flags;
@@ -279,8 +281,10 @@ static __always_inline void count_entry(void)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct kvmexit_pending *p;
+	struct kvmexit_cache *c;
 	struct kvmexit_lat *l;
 	__u64 delta, slot;
+	__u32 zero = 0;
 
 	p = bpf_map_lookup_elem(&pending, &tid);
 	if (!p || !p->ts)
@@ -288,8 +292,12 @@ static __always_inline void count_entry(void)
 	delta = bpf_ktime_get_ns() - p->ts;
 	p->ts = 0;
 	l = lookup_or_init(&lat_stats, &p->key, &zero_lat);
-	if (!l)
+	if (!l) {
+		c = bpf_map_lookup_elem(&cache, &zero);
+		if (c)
+			c->untimed++;
 		return;
+	}
 	l->count++;
 	l->total_ns += delta;
 	if (!l->min_ns || delta < l->min_ns)

@@ -63,6 +63,7 @@ struct kvmexit_cache {
 	__u64 owner;		/* KVMEXIT_OWNER(), 0: none yet */
 	struct kvmexit_key key;	/* the owner's; reason and flags unused */
 	__u64 drops;		/* events not counted: the counts map was full */
+	__u64 untimed;		/* --latency: exits left without a time, a latency map was full */
 	__u32 nreasons;		/* entries of reasons[] in use */
 	__u16 reasons[KVMEXIT_CACHE_REASONS];	/* the owner's reasons in dense[] */
 	__u32 _pad;

@@ -125,6 +125,7 @@ def started(p):
     """Wait for --verbose's "attached" line: the tracer counts from now."""
     for line in p.stderr:
         if line.startswith("kvmexit: attached "):
+            p.attached = line.rstrip("\n")
             return p
     raise AssertionError("tracer did not attach")
 

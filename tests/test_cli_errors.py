@@ -37,12 +37,12 @@ def _one_line_error(r, code, *needles):
     (["-p", "0"], ["'0' is not a process id"]),
     (["-p", str(MISSING)], ["no process with id %d" % MISSING]),
     (["-t", str(MISSING)], ["no thread with id %d" % MISSING]),
-    (["-v", "-1", "-p", "1"], ["-v"]),
+    (["-v", "-1", "-p", "1"], ["Invalid value for '-v' / '--vcpu': -1 is not in the range x>=0."]),
     (["abc"], ["'abc' is not a valid integer"]),
     (["-1"], ["negative duration -1: give the seconds to trace as a positive number"]),
     (["5", "-3"], ["negative duration -3"]),
     (["--mode", "fast"], ["'fast' is not one of"]),
-    (["--max-entries", "0"], ["--max-entries"]),
+    (["--max-entries", "0"], ["Invalid value for '--max-entries': 0 is not in the range 1<=x<=16777216."]),
 ])
 def test_usage_errors(args, needles):
     line = _one_line_error(run_kvmexit(*args), 2, *needles)
@@ -109,3 +109,17 @@ def test_libbpf_too_old(monkeypatch, capsys):
     monkeypatch.setattr(_libbpf.ct, "CDLL", lambda *a, **k: Old())
     assert _runtime_error(monkeypatch, capsys) == ("kvmexit: libbpf older than 0.5 (libbpf.so.1); "
                                                    "install libbpf 0.5 or newer\n")
+
+
+@pytest.mark.bpf
+@pytest.mark.parametrize("path,why", [
+    ("/nonexistent/kvmexit/x.prom", "/nonexistent/kvmexit is not a directory"),
+    ("/sys/kvmexit.prom", "Permission denied"),     # found when the first textfile is written
+])
+def test_exporter_textfile_that_cannot_be_written(path, why):
+    pytest.importorskip("prometheus_client")
+    before = kvmexit_progs()
+    line = _one_line_error(run_kvmexit("exporter", "--textfile", path), 1)
+    assert line == ("kvmexit exporter: cannot write the textfile %s: %s; give --textfile a path in a writable "
+                    "directory" % (path, why))
+    assert_nothing_left(before)

@@ -5,14 +5,16 @@ import io
 import json
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
-import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
+import kvmexit
 from helpers import KVMEXIT, GuestProc, calibrated, kvmexit_progs, port, started
 from kvmexit import output, report
 from kvmexit.guest import DONE_PORT, SYNC_PORT
@@ -68,6 +70,18 @@ def _phase_counts(tids):
     return per
 
 
+def _run_phase(g, tracer, phase):
+    """Release one phase of PHASED right after an interval began (the
+    tracer attached, or printed an interval) and wait for the guest to say
+    it ran; the interval must not have ended meanwhile."""
+    g.release()
+    if phase < 2:
+        assert json.loads(g.p.stdout.readline()) == {"sync": phase + 1}
+    else:
+        g.done()
+    assert not select.select([tracer.stdout], [], [], 0)[0], "phase %d outlasted its interval" % phase
+
+
 @pytest.mark.bpf
 @pytest.mark.kvm
 def test_json_intervals_exact_and_count_stops():
@@ -75,11 +89,10 @@ def test_json_intervals_exact_and_count_stops():
     js = calibrated("-p", g.pid, "-o", "json", "-i", "1", "-c", "3")
     records = []
     for phase in range(3):
-        g.release()                               # one phase per interval
+        _run_phase(g, js, phase)                  # one phase per interval
         records.append(json.loads(js.stdout.readline()))
     rest, _ = js.communicate(timeout=10)          # -c 3: stops by itself
     assert (js.returncode, rest) == (0, "")
-    g.done()
     assert [r["interval"] for r in records] == [1.0, 1.0, 1.0]
     got = [{(e["tid"], e["reason_name"]): e["count"] for e in r["exits"]} for r in records]
     assert got == _phase_counts(g.tids)
@@ -92,13 +105,12 @@ def test_interval_tables_exact():
     t = calibrated("-p", g.pid, "-a", "-i", "1", "-c", "3")
     chunks = [t.stdout.readline()]
     for phase in range(3):
-        g.release()
+        _run_phase(g, t, phase)
         while True:
             line = t.stdout.readline()
             chunks.append(line)
             if line == "\n":
                 break
-    g.done()
     rest, _ = t.communicate(timeout=10)
     assert (t.returncode, rest) == (0, "")
     tables = _tables("".join(chunks))
@@ -189,6 +201,7 @@ def test_latency_attaches_exit_and_entry(mode):
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     progs = kvmexit_progs() - before
     names = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True).stdout
+    latency = _rodata_byte(next(pr for pr in json.loads(names) if pr["id"] in progs), "latency")
     p.send_signal(signal.SIGINT)
     out, _ = p.communicate(timeout=30)
     assert p.returncode == 0
@@ -196,8 +209,24 @@ def test_latency_attaches_exit_and_entry(mode):
     kind = {"tp_btf": "btf", "raw_tp": "raw", "tracepoint": "tp"}[mode]
     assert sorted(pr["name"] for pr in json.loads(names) if pr["id"] in progs) == \
         ["handle_kvm_entry_" + kind, "handle_kvm_exit_%s" % kind]
+    assert latency == 1      # the exit program records each exit's time
     assert out.splitlines()[2] == ("PID      TID      KVM_EXIT_REASON                     COUNT      TOTAL_us     "
                                    "MIN_us     AVG_us     MAX_us")
+
+
+def _rodata_byte(prog, name):
+    """The byte of .rodata variable name that a loaded program sees."""
+    from elftools.elf.elffile import ELFFile
+    with open(Path(kvmexit.__file__).parent / "bpf" / "kvm_exit.bpf.o", "rb") as f:
+        off = ELFFile(f).get_section_by_name(".symtab").get_symbol_by_name(name)[0]["st_value"]
+    for m in prog["map_ids"]:
+        info = json.loads(subprocess.run(["bpftool", "-j", "map", "show", "id", str(m)], capture_output=True,
+                                         text=True, check=True).stdout)
+        if info["name"].endswith(".rodata"):
+            dump = json.loads(subprocess.run(["bpftool", "-j", "map", "dump", "id", str(m)], capture_output=True,
+                                             text=True, check=True).stdout)
+            return int(dump[0]["value"][off], 16)
+    raise AssertionError("no .rodata map")
 
 
 def _scrape(addr):
@@ -212,6 +241,26 @@ def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_exporter_labels_at_each_granularity(tmp_path):
+    from kvmexit.exporter import exit_samples
+    from kvmexit.procinfo import Names
+    (tmp_path / "100").mkdir()
+    (tmp_path / "100" / "cmdline").write_bytes(b"qemu-system-x86_64\0-name\0guest=web\0")
+    totals = {K(100, 101, 30, 0, 1, 0): 5, K(100, 102, 30, 1, 1, 0): 7, K(100, 103, 30, 0xffff, 1, 0): 2,
+              K(100, 101, 12, 0, 1, 0): 1, K(200, 201, 0x7b, 0xffff, 2, 0): 3}
+    names = Names(proc=str(tmp_path))
+    assert exit_samples(totals, "vm", names) == {
+        ("100", "web", "vmx", "IO_INSTRUCTION"): 14, ("100", "web", "vmx", "HLT"): 1, ("200", "-", "svm", "IOIO"): 3}
+    assert exit_samples(totals, "vcpu", names) == {
+        ("100", "web", "0", "vmx", "IO_INSTRUCTION"): 5, ("100", "web", "1", "vmx", "IO_INSTRUCTION"): 7,
+        ("100", "web", "", "vmx", "IO_INSTRUCTION"): 2, ("100", "web", "0", "vmx", "HLT"): 1,
+        ("200", "-", "", "svm", "IOIO"): 3}
+    assert exit_samples(totals, "thread", names) == {
+        ("100", "web", "101", "0", "vmx", "IO_INSTRUCTION"): 5, ("100", "web", "102", "1", "vmx", "IO_INSTRUCTION"): 7,
+        ("100", "web", "103", "", "vmx", "IO_INSTRUCTION"): 2, ("100", "web", "101", "0", "vmx", "HLT"): 1,
+        ("200", "-", "201", "", "svm", "IOIO"): 3}
 
 
 @pytest.mark.bpf
@@ -230,17 +279,18 @@ def test_exporter_counts_equal_the_cli(tmp_path):
     try:
         g.release()
         assert json.loads(g.p.stdout.readline()) == {"sync": 1}
-        time.sleep(0.2)
-        samples = _scrape(addr)
-        # the textfile is replaced atomically: every read parses whole
+        samples = _scrape(addr)       # every scrape reads the kernel's counters: the guest's exits are there
+        # the textfile is replaced atomically (every read parses whole), here every 0.05 s:
+        # read until it has been replaced three times
         from prometheus_client.parser import text_string_to_metric_families
-        inodes = set()
-        for _ in range(100):
+        inodes, reads = set(), 0
+        while len(inodes) < 4:
+            assert exp.poll() is None, exp.stderr.read()
             inodes.add(os.stat(textfile).st_ino)
             fams = {f.name for f in text_string_to_metric_families(textfile.read_text())}
             assert {"kvmexit_exits", "kvmexit_dropped_exits", "kvmexit_info"} <= fams
-            time.sleep(0.005)
-        assert len(inodes) > 1
+            reads += 1
+        assert reads > len(inodes)
     finally:
         exp.send_signal(signal.SIGTERM)
         exp.communicate(timeout=30)

@@ -3,7 +3,9 @@
 drives kvm:kvm_pio from its vCPU threads, the real CLI counts them through
 the calibration hook (--calibrate: the same counting code as kvm_exit), and
 every table must be exact, equal to an independent ftrace count."""
+import json
 import os
+import select
 import signal
 import struct
 from pathlib import Path
@@ -12,7 +14,7 @@ import pytest
 
 from helpers import CliTracer, Ftrace, GuestProc, assert_nothing_left, kvmexit_progs, port
 from kvmexit import kernel
-from kvmexit.guest import DONE_PORT
+from kvmexit.guest import DONE_PORT, SYNC_PORT
 
 pytestmark = [pytest.mark.bpf, pytest.mark.kvm]
 
@@ -119,44 +121,74 @@ def test_every_view_exact(nvcpus):
 
 def test_bcc_man_page_examples():
     """Each EXAMPLES line of bcc's kvmexit(8), as written (ids substituted,
-    --calibrate added), prints the page's description and the exact counts."""
-    progs = programs(2)
-    g = GuestProc(progs)
-    exp = expected(progs, g.tids)
-    pid, (t0, t1) = g.pid, g.tids
-    examples = [  # (command line, the page's description)
-        ("", "for all threads... Hit Ctrl-C to end", "\n" + table_all(exp, pid)),
-        ("6", "for all threads after sleeping 6 secs", table_all(exp, pid)),
-        ("-p %d 5" % pid, "for PID %d after sleeping 5 secs" % pid, table_reasons(exp)),
-        ("-p %d 5 -a" % pid, "for PID %d and its all threads after sleeping 5 secs" % pid,
-         table_threads(exp, "TID      ")),
-        ("-p %d -v 0" % pid, "for PID %d VCPU 0... Hit Ctrl-C to end" % pid,
-         "\n" + table_reasons(exp, lambda t, v: v == 0)),
-        ("-p %d -v 0 4" % pid, "for PID %d VCPU 0 after sleeping 4 secs" % pid,
-         table_reasons(exp, lambda t, v: v == 0)),
-        ("-t %d 10" % t0, "for TID %d after sleeping 10 secs" % t0, table_reasons(exp, lambda t, v: t == t0)),
-        ("-T '%d,%d'" % (t1, t0), "for TIDS ['%d', '%d']... Hit Ctrl-C to end" % (t1, t0),
-         "\n" + table_threads(exp, "TIDS     ", {t0, t1})),
-    ]
+    --calibrate added), prints the page's description and the exact counts.
+    Each filtered example traces a guest of its own, which has run to its
+    end before the example's duration can have passed; the all-threads
+    examples share one guest, with no other guest running."""
     import shlex
-    tracers = [CliTracer(*shlex.split(cmd)) for cmd, _, _ in examples]
-    g.finish()
-    for (cmd, desc, table), t in zip(examples, tracers):
-        assert t.banner == "Display kvm exit reasons and statistics " + desc + ".", cmd
-        assert t.stop(None if "secs" in desc else signal.SIGINT) == table, cmd
+    filtered = [  # (command line, the page's description, table of (exp, pid, t0, t1))
+        ("-p {pid} 5", "for PID {pid} after sleeping 5 secs", lambda e, p, t0, t1: table_reasons(e)),
+        ("-p {pid} 5 -a", "for PID {pid} and its all threads after sleeping 5 secs",
+         lambda e, p, t0, t1: table_threads(e, "TID      ")),
+        ("-p {pid} -v 0", "for PID {pid} VCPU 0... Hit Ctrl-C to end",
+         lambda e, p, t0, t1: "\n" + table_reasons(e, lambda t, v: v == 0)),
+        ("-p {pid} -v 0 4", "for PID {pid} VCPU 0 after sleeping 4 secs",
+         lambda e, p, t0, t1: table_reasons(e, lambda t, v: v == 0)),
+        ("-t {t0} 10", "for TID {t0} after sleeping 10 secs", lambda e, p, t0, t1: table_reasons(
+            e, lambda t, v: t == t0)),
+        ("-T '{t1},{t0}'", "for TIDS ['{t1}', '{t0}']... Hit Ctrl-C to end",
+         lambda e, p, t0, t1: "\n" + table_threads(e, "TIDS     ", {t0, t1})),
+    ]
+    everything = [
+        ("", "for all threads... Hit Ctrl-C to end", lambda e, p, t0, t1: "\n" + table_all(e, p)),
+        ("6", "for all threads after sleeping 6 secs", lambda e, p, t0, t1: table_all(e, p)),
+    ]
+    started = []    # (example, tracer, the table it must print)
+
+    def run(examples):
+        progs = programs(2)
+        g = GuestProc(progs)
+        try:
+            ids = {"pid": g.pid, "t0": g.tids[0], "t1": g.tids[1]}
+            for cmd, desc, table in examples:
+                t = CliTracer(*shlex.split(cmd.format(**ids)))
+                started.append(((cmd, desc.format(**ids)), t, table(expected(progs, g.tids), *ids.values())))
+        finally:
+            g.finish()
+        for (cmd, desc), t, _ in started[-len(examples):]:
+            assert "secs" not in desc or t.p.poll() is None, "%s ended before its guest did" % cmd
+    try:
+        for example in filtered:
+            run([example])
+        run(everything)
+        for (cmd, desc), t, table in started:
+            assert t.banner == "Display kvm exit reasons and statistics " + desc + ".", cmd
+            assert t.stop(None if "secs" in desc else signal.SIGINT) == table, cmd
+    finally:
+        for _, t, _ in started:
+            if t.p.poll() is None:
+                t.p.kill()
+                t.p.communicate()
 
 
 def test_tracer_started_while_guest_runs():
-    """The guest has run (exits already counted by nobody) when the tracer attaches."""
-    progs = ["out:0x80:900,sync,out:0x81:%d,out:0x80:%d" % (300 + i, 40 + i) for i in range(2)]
+    """The tracer attaches while the vCPU threads exit and move between
+    CPUs: part of that burst is counted, everything after it exactly."""
+    n = 150000
+    progs = ["sync,out:0x82:%d,sync,out:0x81:%d,out:0x80:%d" % (n, 300 + i, 40 + i) for i in range(2)]
     g = GuestProc(progs)
+    g.release()
     t = CliTracer("-p", g.pid, "-a")
+    mid_burst = not select.select([g.p.stdout], [], [], 0)[0]    # the burst's end, the next sync, not said yet
+    assert json.loads(g.p.stdout.readline()) == {"sync": 1}
     g.finish()
-    out = t.stop()
-    rows = {(g.tids[i], 0x81): 300 + i for i in range(2)}
-    rows.update({(g.tids[i], 0x80): 40 + i for i in range(2)})
-    rows.update({(g.tids[i], DONE_PORT): 1 for i in range(2)})
-    assert out == "\n" + table_threads({(t, 0, p): n for (t, p), n in rows.items()}, "TID      ")
+    rows = {(int(tid), name): int(n) for tid, name, n in
+            (line.split() for line in t.stop().splitlines()[2:])}
+    assert mid_burst
+    for tid in g.tids:
+        assert 0 < rows.pop((tid, port(0x82))) < n, rows
+    want = {(g.tids[i], port(p)): c for i in range(2) for p, c in ((SYNC_PORT, 1), (0x81, 300 + i), (0x80, 40 + i), (DONE_PORT, 1))}
+    assert rows == want
 
 
 def test_sigterm_prints_counts_and_detaches():

@@ -67,13 +67,33 @@ def test_parse_format():
     assert fmt == '"x %d", REC->x'
 
 
-def test_debugfs_is_left_alone_with_libbpf_1(monkeypatch):
+@pytest.mark.parametrize("version,mounted,mount_works,calls,error", [
+    ((1, 1, 2), False, True, 0, None),      # libbpf 1.x finds tracefs itself: debugfs left alone
+    ((0, 8, 1), True, True, 0, None),       # already there
+    ((0, 8, 1), False, True, 1, None),      # mounted for it
+    ((0, 5, 0), False, False, 1, "libbpf 0.5 needs debugfs for tracepoints: mount -t debugfs nodev "
+                                 "/sys/kernel/debug (or install libbpf 1.0 or newer)"),
+])
+def test_debugfs_only_for_old_libbpf(monkeypatch, version, mounted, mount_works, calls, error):
+    """An old libbpf finds tracepoints under debugfs only: mounted when missing, said when that fails."""
     from kvmexit import kernel
     import subprocess
-    calls = []
-    monkeypatch.setattr(subprocess, "run", lambda *a, **k: calls.append(a))
-    kernel.debugfs_for_old_libbpf((1, 1, 2))
-    assert calls == []
+    state = {"mounted": mounted, "calls": []}
+
+    def run(args, **kw):
+        state["calls"].append(args)
+        state["mounted"] = mount_works
+    monkeypatch.setattr(subprocess, "run", run)
+    monkeypatch.setattr(kernel.os.path, "isdir", lambda p: p == "/sys/kernel/debug" or (
+        p == "/sys/kernel/debug/tracing/events" and state["mounted"]))
+    monkeypatch.setattr(kernel.os, "geteuid", lambda: 0)
+    if error:
+        with pytest.raises(KvmexitError) as e:
+            kernel.debugfs_for_old_libbpf(version)
+        assert str(e.value) == error
+    else:
+        kernel.debugfs_for_old_libbpf(version)
+    assert state["calls"] == [["mount", "-t", "debugfs", "nodev", "/sys/kernel/debug"]] * calls
 
 
 def test_libbpf_private_error_codes_get_libbpf_text():

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 """Golden output: bcc kvmexit's exact formats, per view."""
 from kvmexit import output, report
-from kvmexit.counts import CounterKey as K
+from kvmexit.counts import CounterKey as K, Snapshot
 from kvmexit.output import View
 
 TOTALS = {
@@ -58,8 +58,13 @@ def test_per_thread_views():
 
 def test_empty_and_drops():
     assert output.table(View("pid", ""), []) == "KVM_EXIT_REASON                     COUNT"
-    assert output.drops_footer(9, 2) == \
-        "Dropped 9 exits: the counts map (2 entries) was full; raise --max-entries"
+    assert output.losses_footer(Snapshot({}), 2) == ""
+    assert output.losses_footer(Snapshot({}, drops=9, skipped=3, entries_skipped=2, untimed=5), 2).splitlines() == [
+        "Dropped 9 exits: the counts map (2 entries) was full; raise --max-entries",
+        "Missed 3 exits: the kernel skipped kvmexit's program while another run of it was preempted on the "
+        "same CPU",
+        "Missed 2 kvm_entry events: the exits before them have no exit-handling time",
+        "Untimed 5 exits: the latency maps (2 entries) were full; raise --max-entries"]
 
 
 def test_same_reason_in_two_isas_stays_apart():
@@ -70,3 +75,8 @@ def test_same_reason_in_two_isas_stays_apart():
 def test_ties_go_to_the_higher_reason_code():
     t = {K(1, 1, 12, 0, 1, 0): 5, K(1, 1, 32, 0, 1, 0): 5, K(1, 1, 10, 0, 1, 0): 6}
     assert [r.name for r in report.rows(t, "pid")] == ["CPUID", "MSR_WRITE", "HLT"]
+
+
+def test_ties_then_go_to_the_higher_isa_the_lower_pid_and_tid():
+    t = {K(7, 9, 12, 0, 1, 0): 5, K(7, 8, 12, 0, 1, 0): 5, K(3, 4, 12, 0, 1, 0): 5, K(5, 6, 12, 0, 2, 0): 5}
+    assert [(r.isa, r.tgid, r.tid) for r in report.rows(t, "all")] == [(2, 5, 6), (1, 3, 4), (1, 7, 8), (1, 7, 9)]

@@ -4,6 +4,8 @@ make install, and the .deb (build, install, man page, selftest, purge)."""
 import os
 import shutil
 import subprocess
+import sys
+import tarfile
 import venv
 import zipfile
 from pathlib import Path
@@ -70,13 +72,35 @@ def test_check_repro_catches_a_stale_object(tmp_path):
     assert "check-repro: src/kvmexit/bpf/kvm_exit.bpf.o differs from a rebuild of bpf/: run make" in r.stderr
 
 
-def test_wheel_and_sdist_carry_the_tree_objects(dist):
+def test_wheel_carries_the_tree_objects_and_man_page(dist):
     wheel, _ = dist
     with zipfile.ZipFile(wheel) as z:
         for o in OBJECTS:
             assert z.read("kvmexit/bpf/" + o) == (REPO / "src/kvmexit/bpf" / o).read_bytes()
         assert "kvmexit-0.1.0.data/data/share/man/man8/kvmexit.8" in z.namelist()
     assert wheel.name == "kvmexit-0.1.0-py3-none-any.whl"
+
+
+def test_sdist_is_the_tree_with_its_objects(dist, clean_bin, tmp_path):
+    """The sdist: every tracked file but CI's and Debian's, plus the built
+    objects; a wheel built from it, where there is no clang, ships them."""
+    sdist = REPO / "dist" / "kvmexit-0.1.0.tar.gz"
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    with tarfile.open(sdist) as t:
+        names = {m.name for m in t.getmembers() if m.isfile()}
+        assert names == {"kvmexit-0.1.0/" + f for f in tracked if not f.startswith((".ci/", "debian/"))} | {
+            "kvmexit-0.1.0/PKG-INFO"} | {"kvmexit-0.1.0/src/kvmexit/bpf/" + o for o in OBJECTS}
+        for o in OBJECTS:
+            assert t.extractfile("kvmexit-0.1.0/src/kvmexit/bpf/" + o).read() == \
+                (REPO / "src/kvmexit/bpf" / o).read_bytes()
+        t.extractall(tmp_path, filter="data") if hasattr(tarfile, "data_filter") else t.extractall(tmp_path)
+    r = subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--wheel", "--outdir", str(tmp_path / "out"),
+                        str(tmp_path / "kvmexit-0.1.0")], capture_output=True, text=True, timeout=300,
+                       env={"PATH": str(clean_bin), "LANG": "C.UTF-8"})
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    with zipfile.ZipFile(tmp_path / "out" / "kvmexit-0.1.0-py3-none-any.whl") as z:
+        for o in OBJECTS:
+            assert z.read("kvmexit/bpf/" + o) == (REPO / "src/kvmexit/bpf" / o).read_bytes()
 
 
 def _run(argv, path, **kw):
@@ -136,7 +160,7 @@ def test_deb_builds_installs_runs_and_purges(tmp_path):
     listing = subprocess.run(["dpkg-deb", "-c", str(deb)], capture_output=True, text=True).stdout
     assert "./usr/sbin/kvmexit" in listing and "./usr/share/man/man8/kvmexit.8.gz" in listing
     try:
-        r = subprocess.run(["apt-get", "install", "-y", "-qq", str(deb)], capture_output=True, text=True,
+        r = subprocess.run(["apt-get", "-o", "DPkg::Lock::Timeout=600", "install", "-y", "-qq", str(deb)], capture_output=True, text=True,
                            timeout=300, env=apt)
         assert r.returncode == 0, r.stderr
         assert _run(["man", "-w", "8", "kvmexit"], SYSTEM_PATH).stdout == "/usr/share/man/man8/kvmexit.8.gz\n"
@@ -144,7 +168,7 @@ def test_deb_builds_installs_runs_and_purges(tmp_path):
         assert installed == (REPO / "src/kvmexit/bpf/kvm_exit.bpf.o").read_bytes()
         _check_runs(["/usr/sbin/kvmexit"], SYSTEM_PATH)
     finally:
-        r = subprocess.run(["apt-get", "purge", "-y", "-qq", "kvmexit"], capture_output=True, text=True,
+        r = subprocess.run(["apt-get", "-o", "DPkg::Lock::Timeout=600", "purge", "-y", "-qq", "kvmexit"], capture_output=True, text=True,
                            timeout=300, env=apt)
     assert r.returncode == 0, r.stderr
     assert not Path("/usr/sbin/kvmexit").exists()

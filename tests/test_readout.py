@@ -3,16 +3,19 @@
 and the copies of the caches that a live read may take."""
 import struct
 
+import pytest
+
 from kvmexit import maps, skeleton
 from kvmexit.abi import kvmexit_cache, kvmexit_key, owner
 from kvmexit.counts import CounterKey
+from kvmexit.errors import KvmexitError
 
 
 def _key(tgid, tid, reason, vcpu=0, isa=1, flags=0):
     return bytes(kvmexit_key(tgid, tid, reason, vcpu, isa, flags))
 
 
-def _cache(who=None, reasons=(), drops=0):
+def _cache(who=None, reasons=(), drops=0, untimed=0):
     """One CPU's cache: who = (tgid, tid, vcpu, isa) owns it with reasons = [(reason, count)]."""
     c = kvmexit_cache()
     if who:
@@ -20,7 +23,7 @@ def _cache(who=None, reasons=(), drops=0):
         c.key = kvmexit_key(who[0], who[1], 0, who[2], who[3], 0)
     for i, (reason, count) in enumerate(reasons):
         c.reasons[i], c.dense[reason] = reason, count
-    c.nreasons, c.drops = len(reasons), drops
+    c.nreasons, c.drops, c.untimed = len(reasons), drops, untimed
     return bytes(c)
 
 
@@ -29,10 +32,11 @@ def test_combine_takes_cached_count_over_stale_hash_value():
     keys = _key(10, 11, 12) + _key(10, 11, 30) + _key(10, 12, 12, vcpu=1)
     values = struct.pack("<9Q", 5, 1, 0,   7, 0, 0,   0, 0, 4)
     # CPU 0's cache: tid 11 owns it, HLT (12) is now 8 there (the hash still says 5)
-    caches = [_cache((10, 11, 0, 1), [(12, 8)], drops=2), _cache(), _cache((10, 12, 1, 1), [(12, 6)], drops=1)]
-    totals, drops = maps.combine(keys, values, ncpu, caches)
+    caches = [_cache((10, 11, 0, 1), [(12, 8)], drops=2), _cache(untimed=5),
+              _cache((10, 12, 1, 1), [(12, 6)], drops=1, untimed=4)]
+    totals, drops, untimed = maps.combine(keys, values, ncpu, caches)
     assert totals == {(10, 11, 12, 0, 1, 0): 9, (10, 11, 30, 0, 1, 0): 7, (10, 12, 12, 1, 1, 0): 6}
-    assert all(type(k) is CounterKey for k in totals) and drops == 3
+    assert all(type(k) is CounterKey for k in totals) and (drops, untimed) == (3, 9)
     assert next(iter(totals)).tid == 11
 
 
@@ -41,8 +45,8 @@ def test_combine_ignores_cache_of_other_owner_and_zero_rows():
     values = struct.pack("<4Q", 4, 0, 0, 0)
     caches = [_cache((1, 9, 0, 1), [(12, 100)]), _cache()]
     # tid 9's cached count has no hash element to correct: it is counted as cached
-    assert maps.combine(keys, values, 2, caches) == ({(1, 2, 12, 0, 1, 0): 4, (1, 9, 12, 0, 1, 0): 100}, 0)
-    assert maps.combine(keys, values, 2, [_cache(), _cache()]) == ({(1, 2, 12, 0, 1, 0): 4}, 0)
+    assert maps.combine(keys, values, 2, caches) == ({(1, 2, 12, 0, 1, 0): 4, (1, 9, 12, 0, 1, 0): 100}, 0, 0)
+    assert maps.combine(keys, values, 2, [_cache(), _cache()]) == ({(1, 2, 12, 0, 1, 0): 4}, 0, 0)
 
 
 def test_combine_on_one_cpu_and_on_many():
@@ -74,3 +78,20 @@ def test_live_read_takes_only_copies_of_one_owner(monkeypatch):
     # 6 -> 6: the third copy, b.
     assert got == [a, b]
     assert [r[0] for r in reads] == [(2, 6), (2, 6)]     # no copy taken once every CPU had one
+
+
+def test_live_read_never_takes_a_torn_copy(monkeypatch):
+    """A CPU whose gen moves during every copy fails the read (a scrape
+    fails, a table says why) rather than hand back a mix of two owners."""
+    gens = iter(range(10 ** 6))
+    monkeypatch.setattr(maps, "read_percpu",
+                        lambda fd, size, ncpu: struct.pack("<2Q", 0, 2 * next(gens)) if fd == "gens"
+                        else _cache() * 2)
+    obj = skeleton.KvmExitObject.__new__(skeleton.KvmExitObject)
+    obj.ncpu, obj.cache_size = 2, len(_cache())
+    obj.obj = type("O", (), {"map_fd": staticmethod(lambda name: name)})()
+    with pytest.raises(KvmexitError) as e:
+        obj._caches()
+    assert str(e.value) == ("cannot read CPU 1's counts consistently: its cache changed owner during %d copies "
+                            "in a row; run again" % skeleton.CACHE_TRIES)
+    assert next(gens) == 2 * skeleton.CACHE_TRIES

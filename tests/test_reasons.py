@@ -60,3 +60,22 @@ def test_tables_agree_with_this_kernels_print_fmt():
     # ours beyond the kernel's: only documented extras
     assert set(VMX_REASONS) - set(kvmx) == {6, 76}
     assert {c for c, (_, t) in SVM_REASONS.items() if t} == set(ksvm)
+
+
+def test_svm_names_follow_the_kernels_trace_names():
+    """The uapi name we print is the kernel's trace name in capitals, but
+    for these (arch/x86/include/uapi/asm/svm.h beside SVM_EXIT_REASONS)."""
+    renamed = {
+        0x60: ("INTR", "interrupt"), 0x66: ("IDTR_READ", "read_idtr"), 0x67: ("GDTR_READ", "read_gdtr"),
+        0x68: ("LDTR_READ", "read_ldtr"), 0x69: ("TR_READ", "read_rt"), 0x6a: ("IDTR_WRITE", "write_idtr"),
+        0x6b: ("GDTR_WRITE", "write_gdtr"), 0x6c: ("LDTR_WRITE", "write_ldtr"), 0x6d: ("TR_WRITE", "write_rt"),
+        0x7b: ("IOIO", "io"), 0x81: ("VMMCALL", "hypercall"), 0x8f: ("EFER_WRITE_TRAP", "write_efer_trap"),
+        0x90: ("CR0_WRITE_TRAP", "write_cr0_trap"), 0x94: ("CR4_WRITE_TRAP", "write_cr4_trap"),
+        0x98: ("CR8_WRITE_TRAP", "write_cr8_trap"), 0xa5: ("BUS_LOCK", "buslock"),
+        0xa6: ("IDLE_HLT", "idle-halt"), 0x80000010: ("VMGEXIT_PSC", "vmgexit_page_state_change"),
+        0x8000fffd: ("VMGEXIT_HV_FEATURES", "vmgexit_hypervisor_feature"), 0xffffffff: ("ERR", "invalid_guest_state"),
+    }
+    excp = {c: (d, t) for c, (d, t) in SVM_REASONS.items() if 0x40 <= c < 0x60}
+    assert all(d == t == "%s excp" % d.split()[0] for d, t in excp.values()) and len(excp) == 17
+    assert {c: (d, t) for c, (d, t) in SVM_REASONS.items() if t and d.lower() != t and c not in excp} == renamed
+    assert (decode(2, 0x70), decode(2, 0x71)) == ("PUSHF", "POPF")

@@ -1,10 +1,11 @@
 # SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 """kvmexit selftest, and each attach mode of this kernel through the real CLI."""
 import os
+import signal
 
 import pytest
 
-from helpers import assert_nothing_left, kvmexit_progs, run_kvmexit
+from helpers import GuestProc, assert_nothing_left, calibrated, kvmexit_progs, port, run_kvmexit
 from kvmexit import cli, kernel, selftest
 from kvmexit.abi import KVMEXIT_ISA_PIO
 from kvmexit.guest import DONE_PORT, Guest, Step
@@ -64,6 +65,28 @@ def test_each_mode_attaches_and_detaches(mode):
     if PVM:
         assert "this host's KVM (kvm_pvm) never emits kvm:kvm_exit" in r.stderr
         assert ("cannot read exit reasons, they show as UNREADABLE" in r.stderr) == (mode in ("tp_btf", "raw_tp"))
+    assert_nothing_left(before)
+
+
+@pytest.mark.kvm
+@pytest.mark.parametrize("mode", ["tp_btf", "raw_tp", "tracepoint"])
+def test_each_mode_counts_live(mode):
+    """Each mode, forced, counts a running guest's exits exactly (through
+    the calibration hook, where this host's KVM emits no kvm_exit)."""
+    before = kvmexit_progs()
+    g = GuestProc(["sync,out:0x80:%d,out:0x71:%d" % (700 + i, 30 + i) for i in range(2)])
+    p = calibrated("--mode", mode, "-p", g.pid, "-a")
+    g.finish()
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0 and "Traceback" not in err
+    assert out.splitlines() == [
+        "Display kvm exit reasons and statistics for PID %d and its all threads... Hit Ctrl-C to end." % g.pid, "",
+        "TID      KVM_EXIT_REASON                     COUNT"] + [
+        "%-8u %-35s %-8u" % (g.tids[i], port(pt), n) for pt, n, i in
+        ((0x80, 701, 1), (0x80, 700, 0), (0x71, 31, 1), (0x71, 30, 0), (DONE_PORT, 1, 0), (DONE_PORT, 1, 1))]
+    kind = {"tp_btf": "btf", "raw_tp": "raw", "tracepoint": "tp"}[mode]
+    assert p.attached == "kvmexit: attached %s (handle_kvm_pio_%s)" % (mode, kind)
     assert_nothing_left(before)
 
 

@@ -7,14 +7,17 @@ memory at the offsets the corpus README lists for that kernel (an
 independent source, not libbpf's relocation); the raw_tp programs run on
 them under BPF_PROG_TEST_RUN from real threads moved between CPUs.
 """
+import json
 import os
+import re
 import struct
+import subprocess
 import time
 from dataclasses import dataclass
 
 import pytest
 
-from kvmexit import _libbpf, kernel
+from kvmexit import _libbpf, kernel, output
 from kvmexit.abi import KVMEXIT_ISA_SVM, KVMEXIT_ISA_VMX, KVMEXIT_KEY_NO_REASON
 from kvmexit.skeleton import Filter
 from testrun import FAKEMEM, FakeMem, Worker, core, counts, merge_split
@@ -30,7 +33,7 @@ class Layout:
     code64: bool      # vmcb.control.exit_code is u64
 
 
-# ../shared/btf/README.md, "KVM exit-reason layout per kernel"
+# each Debian kernel's offsets, read from its BTF (vmlinux + kvm-intel/kvm-amd)
 KERNELS = {
     "debian-5.10-amd64": Layout("old", 11264, 10008, False),
     "debian-6.1-amd64": Layout("new", 7808, 6552, False),
@@ -218,11 +221,24 @@ def test_unreadable_reason_without_vendor_btf(fakemem, workers):
 @pytest.mark.parametrize("vendor", sorted(VENDORS))
 @pytest.mark.parametrize("prog", ["handle_kvm_exit_btf", "handle_kvm_exit_raw", "handle_kvm_exit_raw_old"])
 def test_programs_relocate_and_load(prog, kname, vendor, corpus, merged):
-    """Every program whose prototype this kernel has relocates against every
-    corpus kernel and passes the verifier (tp_btf attaches by this kernel's
-    BTF; its CO-RE reads relocate against the corpus kernel's)."""
+    """Every kvm_exit program relocates against every corpus kernel and
+    passes the verifier (tp_btf attaches by this kernel's BTF; its CO-RE
+    reads relocate against the corpus kernel's): the offsets the verified
+    code reads at are that kernel's."""
     obj = core(prog, merged(kname, VENDORS[vendor][0]))
-    obj.close()
+    try:
+        xlated = subprocess.run(["bpftool", "-j", "prog", "dump", "xlated", "id", str(obj.obj.prog_id(prog))],
+                                capture_output=True, text=True, check=True).stdout
+    finally:
+        obj.close()
+    # the constants moved into registers: CO-RE's field offsets among them
+    moved = {int(m.group(1)) for i in json.loads(xlated)
+             for m in [re.fullmatch(r"\(b7\) r\d+ = (-?\d+)", i.get("disasm", ""))] if m}
+    lay = KERNELS[kname]
+    offsets = {"vmx": {lay.vmx_reason}, "svm": {lay.svm_vmcb, EXIT_CODE_OFF}}
+    want = offsets[vendor] if prog != "handle_kvm_exit_raw_old" else set()   # the reason is an argument there
+    assert moved & (offsets["vmx"] | offsets["svm"]) == want
+    assert VCPU_ID_OFF in moved
 
 
 @pytest.mark.corpus
@@ -298,6 +314,39 @@ def test_latency_from_exit_to_entry(corpus, merged, fakemem, workers):
                 may[b] += 1
         assert all(lo <= h <= hi for lo, h, hi in zip(must, s.hist, may)), (s.hist, must, may)
         assert sum(must) < len(bs) or list(s.hist) == must
+
+
+@pytest.mark.corpus
+def test_latency_maps_full_exits_untimed(corpus, merged, fakemem, workers):
+    """With --latency, an exit the pending or latency map has no room for is
+    counted as untimed, apart from the drops of the counts map."""
+    obj = core("handle_kvm_exit_raw", merged("debian-6.12-amd64", "kvm-intel"), max_entries=2,
+               entry="handle_kvm_entry_raw")
+    f = Firer(fakemem, KERNELS["debian-6.12-amd64"], "vmx", obj)
+
+    def exit_entry(w, reason, entry=True):
+        f.fire(w, 0, 3, reason)
+        if entry:
+            w.call(lambda: obj.test_run("handle_kvm_entry_raw", [0]))
+        s = obj.read()
+        return s.drops, s.untimed
+    a, b, _ = workers
+    c = Worker(0)
+    try:
+        assert [exit_entry(a, 12), exit_entry(a, 30)] == [(0, 0), (0, 0)]
+        assert exit_entry(a, 40) == (1, 1)     # counts full: dropped; latency map full: untimed
+        assert exit_entry(b, 12) == (2, 2)     # pending has room for b, the latency map none
+        assert exit_entry(c, 12, entry=False) == (3, 3)   # pending full (a, b)
+        snap = obj.read()
+    finally:
+        c.stop()
+        obj.close()
+    pid = os.getpid()
+    assert {k: v.count for k, v in snap.latency.items()} == {(pid, a.tid, 12, 3, 1, 0): 1,
+                                                           (pid, a.tid, 30, 3, 1, 0): 1}
+    assert output.losses_footer(snap, 2).splitlines() == [
+        "Dropped 3 exits: the counts map (2 entries) was full; raise --max-entries",
+        "Untimed 3 exits: the latency maps (2 entries) were full; raise --max-entries"]
 
 
 def test_readout_without_batch_lookups_is_the_same(fakemem, workers, monkeypatch):

@@ -42,6 +42,7 @@ class kvmexit_cache(ct.Structure):
         ("owner", ct.c_uint64),
         ("key", kvmexit_key),
         ("drops", ct.c_uint64),
+        ("untimed", ct.c_uint64),
         ("nreasons", ct.c_uint32),
         ("reasons", ct.c_uint16 * KVMEXIT_CACHE_REASONS),
         ("_pad", ct.c_uint32),
@@ -91,7 +92,7 @@ class kvmexit_tp_msr(ct.Structure):
 
 
 assert ct.sizeof(kvmexit_key) == 16
-assert ct.sizeof(kvmexit_cache) == 56 + 8 * KVMEXIT_DENSE
+assert ct.sizeof(kvmexit_cache) == 64 + 8 * KVMEXIT_DENSE
 assert ct.sizeof(kvmexit_pending) == 24
 assert ct.sizeof(kvmexit_lat) == 32 + 8 * KVMEXIT_LAT_SLOTS
 

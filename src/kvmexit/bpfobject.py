@@ -185,6 +185,10 @@ class BpfObject:
         self._lib.bpf_obj_get_info_by_fd(self.prog_fd(prog_name), info, ct.byref(size))
         return info.raw
 
+    def prog_id(self, prog_name):
+        """The kernel's id of a loaded program (what bpftool names it by)."""
+        return struct.unpack_from("<I", self._prog_info(prog_name), 4)[0]
+
     def prog_sizes(self, prog_name):
         """(instructions after the verifier, JIT bytes) of a loaded program."""
         jited, xlated = struct.unpack_from("<II", self._prog_info(prog_name), _PROG_INFO_LENS)

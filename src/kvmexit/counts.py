@@ -38,6 +38,7 @@ class Snapshot:
     latency: dict = None   # CounterKey -> LatencyStat, with --latency
     skipped: int = 0       # exits the kernel did not run the program for (BpfObject.prog_misses)
     entries_skipped: int = 0   # the same for kvm_entry (--latency): exits left without a time
+    untimed: int = 0       # --latency: exits left without a time, a latency map was full
 
     def __sub__(self, old):
         """What happened between snapshot old and this one."""
@@ -47,4 +48,5 @@ class Snapshot:
             lat = {k: v - old.latency[k] if k in old.latency else v for k, v in self.latency.items()}
             lat = {k: v for k, v in lat.items() if v.count}
         return Snapshot({k: v for k, v in totals.items() if v}, self.drops - old.drops, lat,
-                        self.skipped - old.skipped, self.entries_skipped - old.entries_skipped)
+                        self.skipped - old.skipped, self.entries_skipped - old.entries_skipped,
+                        self.untimed - old.untimed)

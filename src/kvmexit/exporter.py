@@ -10,7 +10,9 @@ are monotonic: maps.py), so counters only grow.
     kvmexit_counters, kvmexit_counters_max              counters in use / capacity
     kvmexit_info{mode,source,version}                   1
 """
+import os
 import signal
+import threading
 import time
 
 import click
@@ -59,10 +61,12 @@ class ExitCollector:
     def __init__(self, tracer, by):
         self.tracer, self.by = tracer, by
         self.names = procinfo.Names()
+        self.lock = threading.Lock()    # scrapes come on threads of their own
 
     def collect(self):
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-        snap = self.tracer.read()
+        with self.lock:
+            snap = self.tracer.read()
         exits = CounterMetricFamily("kvmexit_exits", "KVM exits by exit reason, counted by kvmexit",
                                     labels=LABELS[self.by])
         for labels, value in sorted(exit_samples(snap.totals, self.by, self.names).items()):
@@ -88,6 +92,23 @@ def _listen_addr(value):
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+def _write_textfile(path, registry):
+    """Rewrite the textfile: a temporary file beside it, renamed over it (atomic)."""
+    from prometheus_client import write_to_textfile
+    try:
+        write_to_textfile(path, registry)
+    except OSError as e:
+        raise KvmexitError("cannot write the textfile %s: %s; give --textfile a path in a writable directory"
+                           % (path, e.strerror)) from None
+
+
+def _check_textfile_dir(path):
+    d = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(d):
+        raise KvmexitError("cannot write the textfile %s: %s is not a directory; give --textfile a path in a "
+                           "writable directory" % (path, d))
+
+
 def _stop(signum, frame):
     raise KeyboardInterrupt
 
@@ -110,8 +131,10 @@ def exporter(listen, textfile, interval, by, pid, mode, max_entries, calibrate):
     if not listen and not textfile:
         raise click.UsageError("give --listen ADDR:PORT, --textfile PATH, or both")
     addr = _listen_addr(listen) if listen else None
+    if textfile:
+        _check_textfile_dir(textfile)
     try:
-        from prometheus_client import start_http_server, write_to_textfile
+        from prometheus_client import start_http_server
         from prometheus_client.core import CollectorRegistry
     except ImportError:
         raise KvmexitError("the exporter needs prometheus-client: pip install prometheus-client "
@@ -122,6 +145,8 @@ def exporter(listen, textfile, interval, by, pid, mode, max_entries, calibrate):
         tracer.start()
         registry = CollectorRegistry(auto_describe=False)
         registry.register(ExitCollector(tracer, by))
+        if textfile:
+            _write_textfile(textfile, registry)     # a directory that cannot be written: said at once
         if addr:
             try:
                 start_http_server(addr[1], addr=addr[0], registry=registry)
@@ -131,9 +156,9 @@ def exporter(listen, textfile, interval, by, pid, mode, max_entries, calibrate):
             tracer.attached.kind, ", http://%s/metrics" % listen if addr else "",
             ", textfile %s every %gs" % (textfile, interval) if textfile else ""), err=True)
         while True:
-            if textfile:
-                write_to_textfile(textfile, registry)   # temp file + rename: atomic
             time.sleep(interval if textfile else 3600)
+            if textfile:
+                _write_textfile(textfile, registry)
     except KeyboardInterrupt:
         pass
     finally:

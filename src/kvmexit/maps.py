@@ -28,7 +28,7 @@ KEY_SIZE = KEY.size
 CACHE_SIZE = ct.sizeof(kvmexit_cache)  # a multiple of 8, as per-CPU values are laid out
 LAT_SIZE = ct.sizeof(kvmexit_lat)
 # struct kvmexit_cache up to its reasons[], then where dense[] starts
-CACHE_HEAD = struct.Struct("<Q%ssQI%dH" % (KEY_SIZE, KVMEXIT_CACHE_REASONS))
+CACHE_HEAD = struct.Struct("<Q%ssQQI%dH" % (KEY_SIZE, KVMEXIT_CACHE_REASONS))
 DENSE_OFF = kvmexit_cache.dense.offset
 LAT = struct.Struct("<4Q32Q")
 ENOTSUPP = 524  # the kernel's internal "operation not supported", seen by userspace
@@ -104,14 +104,14 @@ def cached_counts(cache):
     Args:
         cache: one CPU's struct kvmexit_cache.
     Returns:
-        ([(CounterKey, count)], drops)
+        ([(CounterKey, count)], drops, untimed)
     """
-    owner, key, drops, n, *reasons = CACHE_HEAD.unpack_from(cache)
+    owner, key, drops, untimed, n, *reasons = CACHE_HEAD.unpack_from(cache)
     if not owner:
-        return [], drops
+        return [], drops, untimed
     tgid, tid, _, vcpu, isa, _ = KEY.unpack(key)
     return [(CounterKey(tgid, tid, r, vcpu, isa, 0), struct.unpack_from("<Q", cache, DENSE_OFF + 8 * r)[0])
-            for r in reasons[:min(n, KVMEXIT_CACHE_REASONS)]], drops
+            for r in reasons[:min(n, KVMEXIT_CACHE_REASONS)]], drops, untimed
 
 
 def decode_keys(keys, known=None):
@@ -148,7 +148,8 @@ def combine(keys, values, ncpu, caches, known=None):
         caches: ncpu packed struct kvmexit_cache, one per CPU.
         known: decode_keys()' cache of decoded keys, or None.
     Returns:
-        ({CounterKey: total}, drops)
+        ({CounterKey: total}, drops, untimed): drops and untimed summed over
+        the caches (struct kvmexit_cache says what each counts).
     """
     vals = memoryview(values).cast("Q")
     if ncpu <= 8:
@@ -160,15 +161,16 @@ def combine(keys, values, ncpu, caches, known=None):
     sums = list(sums)
     # a key's hash values are all 0 while a cache holds its count (rare): left out
     totals = dict(itertools.compress(zip(decode_keys(keys, known), sums), sums))
-    drops, cached = 0, []
+    drops, untimed, cached = 0, 0, []
     for cpu, cache in enumerate(caches):
-        counts, d = cached_counts(cache)
+        counts, d, u = cached_counts(cache)
         drops += d
+        untimed += u
         cached += [(cpu, k, n) for k, n in counts]
     for cpu, k, n in cached:
         i = _position(keys, k, len(cached))
         totals[k] = totals.get(k, 0) + n - (vals[i * ncpu + cpu] if i is not None else 0)
-    return totals, drops
+    return totals, drops, untimed
 
 
 def _position(keys, k, lookups, _index={}):

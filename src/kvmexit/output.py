@@ -75,20 +75,21 @@ def histogram(stat, indent=""):
     return "\n".join(lines)
 
 
-def drops_footer(drops, max_entries):
-    return ("Dropped %d exits: the counts map (%d entries) was full; raise --max-entries"
-            % (drops, max_entries))
-
-
-def skipped_footer(skipped, entries_skipped=0):
-    """Events the kernel did not run kvmexit's programs for (BpfObject.prog_misses)."""
+def losses_footer(snap, max_entries):
+    """One line per cause of events a snapshot did not count or time ("" if none)."""
     lines = []
-    if skipped:
+    if snap.drops:
+        lines.append("Dropped %d exits: the counts map (%d entries) was full; raise --max-entries"
+                     % (snap.drops, max_entries))
+    if snap.skipped:
         lines.append("Missed %d exits: the kernel skipped kvmexit's program while another run of it "
-                     "was preempted on the same CPU" % skipped)
-    if entries_skipped:
+                     "was preempted on the same CPU" % snap.skipped)
+    if snap.entries_skipped:
         lines.append("Missed %d kvm_entry events: the exits before them have no exit-handling time"
-                     % entries_skipped)
+                     % snap.entries_skipped)
+    if snap.untimed:
+        lines.append("Untimed %d exits: the latency maps (%d entries) were full; raise --max-entries"
+                     % (snap.untimed, max_entries))
     return "\n".join(lines)
 
 
@@ -104,18 +105,22 @@ def _row_dict(r, names, latency):
     return d
 
 
-def json_record(timestamp, interval, rows, drops, mode, names, latency=False, skipped=0, entries_skipped=0):
+def json_record(timestamp, interval, rows, snap, mode, names, latency=False):
     """One JSON Lines record: an interval's (or the whole run's) exits.
 
     Keys: timestamp (ISO 8601), interval (seconds, null for one run), mode,
     drops (map full), skipped (exits the kernel skipped the program for),
-    [entries_skipped (--latency),] exits: [{pid, tid, vcpu, vm, comm, isa,
-    reason, reason_name, count[, latency]}], rows of report.rows(..., "full").
+    [entries_skipped, untimed (--latency, losses_footer says what they
+    are),] exits: [{pid, tid, vcpu, vm, comm, isa, reason, reason_name,
+    count[, latency]}], rows of report.rows(..., "full"); snap: the
+    Snapshot the rows are of, for its losses.
     """
     import json  # machine output only: kept off the start-up path
-    rec = {"timestamp": timestamp, "interval": interval, "mode": mode, "drops": drops, "skipped": skipped}
+    rec = {"timestamp": timestamp, "interval": interval, "mode": mode, "drops": snap.drops,
+           "skipped": snap.skipped}
     if latency:
-        rec["entries_skipped"] = entries_skipped
+        rec["entries_skipped"] = snap.entries_skipped
+        rec["untimed"] = snap.untimed
     rec["exits"] = [_row_dict(r, names, latency) for r in rows]
     return json.dumps(rec, sort_keys=False)
 
@@ -124,10 +129,10 @@ CSV_HEADER = ["timestamp", "interval", "pid", "tid", "vcpu", "vm", "comm", "isa"
 CSV_LATENCY = ["total_ns", "min_ns", "avg_ns", "max_ns"]
 
 
-def csv_rows(timestamp, interval, rows, drops, names, latency=False, header=False, skipped=0, entries_skipped=0):
+def csv_rows(timestamp, interval, rows, snap, names, latency=False, header=False):
     """CSV lines (a header row first when header); events not counted as
     rows named DROPPED (map full), SKIPPED (exits the kernel skipped the
-    program for) and ENTRIES_SKIPPED (--latency)."""
+    program for), ENTRIES_SKIPPED and UNTIMED (--latency)."""
     import csv
     import io
     out = io.StringIO()
@@ -143,7 +148,8 @@ def csv_rows(timestamp, interval, rows, drops, names, latency=False, header=Fals
             s = r.lat
             line += [s.total_ns, s.min_ns, round(s.avg_ns, 1), s.max_ns] if s else ["", "", "", ""]
         w.writerow(line)
-    for name, n in (("DROPPED", drops), ("SKIPPED", skipped), ("ENTRIES_SKIPPED", entries_skipped)):
+    for name, n in (("DROPPED", snap.drops), ("SKIPPED", snap.skipped), ("ENTRIES_SKIPPED", snap.entries_skipped),
+                    ("UNTIMED", snap.untimed)):
         if n:
             w.writerow([timestamp, iv, "", "", "", "", "", "", "", name, n] + ([""] * 4 if latency else []))
     return out.getvalue()

@@ -51,20 +51,17 @@ class Emitter:
                             self.view.key, "")
                         click.echo("\n%s%s = %s" % (who, output.REASON_HEADER, r.name))
                         click.echo(output.histogram(r.lat))
-            if snap.drops:
-                click.echo(output.drops_footer(snap.drops, self.max_entries))
-            if snap.skipped or snap.entries_skipped:
-                click.echo(output.skipped_footer(snap.skipped, snap.entries_skipped))
+            footer = output.losses_footer(snap, self.max_entries)
+            if footer:
+                click.echo(footer)
             return rows
         rows = report.rows(snap.totals, "full", snap.latency, self.top)
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + ".%03d+00:00" % (now % 1 * 1000)
         if self.fmt == "json":
-            click.echo(output.json_record(ts, interval, rows, snap.drops, self.mode, self.names, self.latency,
-                                          snap.skipped, snap.entries_skipped))
+            click.echo(output.json_record(ts, interval, rows, snap, self.mode, self.names, self.latency))
         else:
-            click.echo(output.csv_rows(ts, interval, rows, snap.drops, self.names, self.latency,
-                                       header=self.csv_header, skipped=snap.skipped,
-                                       entries_skipped=snap.entries_skipped), nl=False)
+            click.echo(output.csv_rows(ts, interval, rows, snap, self.names, self.latency,
+                                       header=self.csv_header), nl=False)
             self.csv_header = False
         return rows
 
