@@ -14,7 +14,7 @@ LIBDIR ?= $(PREFIX)/lib/kvmexit
 MANDIR ?= $(PREFIX)/share/man
 DESTDIR ?=
 # build and test tools; the .deb test also needs the Debian packaging tools
-APT_PACKAGES := clang llvm libbpf-dev libbpf1 bpftool python3-venv python3-pip \
+APT_PACKAGES := clang llvm libbpf-dev libbpf1 bpftool python3-venv python3-pip strace \
 	debhelper dh-python pybuild-plugin-pyproject python3-hatchling python3-all python3-click \
 	dpkg-dev man-db
 # the kernel matrix (tests/kernels): emulators, and what builds their boot media
@@ -24,7 +24,7 @@ APT_PACKAGES += qemu-system-x86 bochs bochsbios vgabios bochs-term isolinux sysl
 OBJS := src/kvmexit/bpf/kvm_exit.bpf.o src/kvmexit/bpf/kvm_exit_legacy.bpf.o
 KVMEXIT := $(VENV)/bin/kvmexit
 
-.PHONY: all build setup run test test-quick matrix bench dist zipapp check-repro install uninstall clean
+.PHONY: all build setup run test test-quick test-busy matrix bench stress soak dist zipapp check-repro install uninstall clean
 all: build
 
 build: $(OBJS)
@@ -75,6 +75,14 @@ matrix: setup build
 
 bench: setup build $(BENCH_OBJS)
 	$(VENV)/bin/python bench/bench.py
+
+# reliability: live reads under load, a long run's memory and fds, the suite on busy CPUs
+stress: setup build
+	$(VENV)/bin/python bench/soak.py stress
+soak: setup build
+	$(VENV)/bin/python bench/soak.py soak --minutes $(or $(MINUTES),10)
+test-busy: setup build $(TEST_OBJS)
+	$(VENV)/bin/python bench/busy.py --runs $(or $(RUNS),10) -- $(VENV)/bin/python -m pytest -q -m "not matrix"
 
 # sdist and py3-none-any wheel, both carrying the BPF objects
 dist: setup build

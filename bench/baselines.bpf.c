@@ -3,6 +3,8 @@
  * Benchmark baselines on the calibration hooks (kvm:kvm_pio, kvm:kvm_msr),
  * per attach type:
  *  - empty_*: do nothing (the floor of an attached program);
+ *  - pidtgid_*: only ask which thread this is (bpf_get_current_pid_tgid(),
+ *    what every design that counts per thread must do first);
  *  - bcc_*: bcc kvmexit's counting design, re-implemented faithfully from
  *    iovisor/bcc tools/kvmexit.py (HEAD 6d0a964): a PERCPU_ARRAY cache of
  *    the last thread's whole exit_count in front of a PERCPU_HASH of
@@ -105,6 +107,15 @@ SEC("raw_tp/kvm_msr")
 int empty_msr_raw(void *ctx) { return 0; }
 SEC("tp_btf/kvm_msr")
 int empty_msr_btf(void *ctx) { return 0; }
+
+__u64 last_pid_tgid;	/* where pidtgid_* keep what they asked (else it is no call) */
+
+SEC("tracepoint/kvm/kvm_pio")
+int pidtgid_pio_tp(void *ctx) { last_pid_tgid = bpf_get_current_pid_tgid(); return 1; }
+SEC("raw_tp/kvm_pio")
+int pidtgid_pio_raw(void *ctx) { last_pid_tgid = bpf_get_current_pid_tgid(); return 0; }
+SEC("tp_btf/kvm_pio")
+int pidtgid_pio_btf(void *ctx) { last_pid_tgid = bpf_get_current_pid_tgid(); return 0; }
 
 SEC("tracepoint/kvm/kvm_pio")
 int bcc_pio_tp(struct tp_pio *ctx) { bcc_count(ctx->port & 0x3f); return 0; }

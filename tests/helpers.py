@@ -37,13 +37,23 @@ def kvmexit_progs():
     return {p["id"] for p in json.loads(out or "[]") if p.get("name", "").startswith("handle_kvm")}
 
 
-def assert_nothing_left(before, timeout=3.0):
-    """No kvmexit program beyond those loaded before: the kernel frees a
-    closed program after an RCU grace period, so allow it a moment."""
+def kvmexit_maps():
+    """ids of the maps of kvmexit's objects loaded in the kernel."""
+    out = subprocess.run(["bpftool", "-j", "map", "show"], capture_output=True, text=True, check=True).stdout
+    return {m["id"] for m in json.loads(out or "[]") if m.get("name") in MAPS}
+
+
+MAPS = {"cache", "gens", "counts", "pending", "lat_stats", "kvm_exit.rodata"}
+
+
+def assert_nothing_left(before, timeout=3.0, listing=kvmexit_progs):
+    """No kvmexit program (or map, with listing=kvmexit_maps) beyond those
+    loaded before: the kernel frees a closed one after an RCU grace period
+    (a map in a work item after that), so allow it a moment: polled."""
     deadline = time.monotonic() + timeout
-    while kvmexit_progs() - before and time.monotonic() < deadline:
+    while listing() - before and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert kvmexit_progs() - before == set()
+    assert listing() - before == set()
 
 
 class GuestProc:

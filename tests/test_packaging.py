@@ -85,7 +85,8 @@ def test_sdist_is_the_tree_with_its_objects(dist, clean_bin, tmp_path):
     """The sdist: every tracked file but CI's and Debian's, plus the built
     objects; a wheel built from it, where there is no clang, ships them."""
     sdist = REPO / "dist" / "kvmexit-0.1.0.tar.gz"
-    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    tracked = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True,
+                             check=True).stdout.split()
     with tarfile.open(sdist) as t:
         names = {m.name for m in t.getmembers() if m.isfile()}
         assert names == {"kvmexit-0.1.0/" + f for f in tracked if not f.startswith((".ci/", "debian/"))} | {
