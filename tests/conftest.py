@@ -7,7 +7,14 @@ import time
 
 import pytest
 
-from helpers import corpus_path
+from helpers import corpus_path, reap
+
+
+@pytest.fixture(autouse=True)
+def _end_what_the_test_started():
+    """Processes a test started (helpers.spawn) end with it, on failure too."""
+    yield
+    reap()
 
 
 def _bpf_ready():

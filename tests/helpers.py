@@ -23,6 +23,30 @@ def corpus_path():
     return Path(os.environ.get("KVMEXIT_BTF_CORPUS", REPO.parent / "shared" / "btf"))
 
 
+# every process a test starts through spawn(): conftest ends those still
+# running when the test is over, passed or failed
+SPAWNED = []
+
+
+def spawn(argv, **kw):
+    """subprocess.Popen, text pipes as asked, ended after the test whatever happens."""
+    p = subprocess.Popen([str(a) for a in argv], text=True, **kw)
+    SPAWNED.append(p)
+    return p
+
+
+def reap():
+    """End what the test left running (SIGKILL: nothing of kvmexit survives it) and close its pipes."""
+    while SPAWNED:
+        p = SPAWNED.pop()
+        if p.poll() is None:
+            p.kill()
+        for f in (p.stdin, p.stdout, p.stderr):
+            if f is not None and not f.closed:
+                f.close()
+        p.wait()
+
+
 def run_kvmexit(*args, timeout=60, **kw):
     """Run the real CLI in a subprocess; return CompletedProcess (text)."""
     return subprocess.run(KVMEXIT + [str(a) for a in args], capture_output=True, text=True,
@@ -63,8 +87,7 @@ class GuestProc:
         args = KVMEXIT + ["guest", "--wait"] + (["--migrate", str(migrate)] if migrate else [])
         for p in progs:
             args += ["--program", p]
-        self.p = subprocess.Popen(list(args) + list(extra), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  text=True)
+        self.p = spawn(list(args) + list(extra), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         info = json.loads(self.p.stdout.readline())
         self.pid, self.tids = info["pid"], info["tids"]
         assert json.loads(self.p.stdout.readline()) == {"sync": 0}
@@ -92,8 +115,7 @@ class CliTracer:
     """The real CLI in the background; started means attached (banner printed)."""
 
     def __init__(self, *args):
-        self.p = subprocess.Popen(KVMEXIT + ["--calibrate"] + [str(a) for a in args],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.p = spawn(KVMEXIT + ["--calibrate"] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.banner = self.p.stdout.readline().rstrip("\n")
         assert self.banner.startswith("Display kvm exit reasons"), self.p.stderr.read()
 
@@ -141,8 +163,8 @@ def started(p):
 
 
 def calibrated(*args):
-    return started(subprocess.Popen(KVMEXIT + ["--calibrate", "--verbose"] + [str(a) for a in args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    return started(spawn(KVMEXIT + ["--calibrate", "--verbose"] + list(args), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE))
 
 
 def port(p):

@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from helpers import (KVMEXIT, GuestProc, assert_nothing_left, calibrated, kvmexit_maps, kvmexit_progs, port,
+from helpers import (KVMEXIT, GuestProc, assert_nothing_left, calibrated, kvmexit_maps, kvmexit_progs, port, spawn,
                      started)
 from kvmexit.guest import DONE_PORT, SYNC_PORT
 
@@ -51,8 +51,8 @@ def test_tracefs_unmounted_before_start(mode):
     before = kvmexit_progs()
     g = GuestProc(["sync,out:0x80:%d" % (300 + i) for i in range(2)])
     cmd = " ".join(KVMEXIT + ["--calibrate", "--verbose", "--mode", mode, "-p", str(g.pid)])
-    p = started(subprocess.Popen(["unshare", "-m", "sh", "-c", "umount /sys/kernel/tracing && exec " + cmd],
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    p = started(spawn(["unshare", "-m", "sh", "-c", "umount /sys/kernel/tracing && exec " + cmd],
+                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
     g.finish()
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=60)
@@ -119,8 +119,8 @@ def test_exporter_under_bad_slow_and_concurrent_requests():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         addr = s.getsockname()
-    exp = subprocess.Popen(KVMEXIT + ["exporter", "--calibrate", "--listen", "%s:%d" % addr, "--by", "thread",
-                                      "-p", str(g.pid)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    exp = spawn(KVMEXIT + ["exporter", "--calibrate", "--listen", "%s:%d" % addr, "--by", "thread", "-p", g.pid],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert exp.stderr.readline().startswith("kvmexit exporter: ")
         g.release()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import kvmexit
-from helpers import KVMEXIT, GuestProc, calibrated, kvmexit_progs, port, started
+from helpers import KVMEXIT, GuestProc, calibrated, kvmexit_progs, port, spawn, started
 from kvmexit import output, report
 from kvmexit.guest import DONE_PORT, SYNC_PORT
 from kvmexit.counts import CounterKey as K
@@ -197,8 +197,8 @@ def test_latency_rows_histogram_and_top():
 @pytest.mark.parametrize("mode", ["tp_btf", "raw_tp", "tracepoint"])
 def test_latency_attaches_exit_and_entry(mode):
     before = kvmexit_progs()
-    p = started(subprocess.Popen(KVMEXIT + ["--latency", "--hist", "--mode", mode, "--verbose"],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    p = started(spawn(KVMEXIT + ["--latency", "--hist", "--mode", mode, "--verbose"],
+                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
     progs = kvmexit_progs() - before
     names = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True).stdout
     latency = _rodata_byte(next(pr for pr in json.loads(names) if pr["id"] in progs), "latency")
@@ -271,9 +271,8 @@ def test_exporter_counts_equal_the_cli(tmp_path):
     g = GuestProc(progs, extra=["-name", "guest=db7"])
     addr = "127.0.0.1:%d" % _free_port()
     textfile = tmp_path / "kvmexit.prom"
-    exp = subprocess.Popen(KVMEXIT + ["exporter", "--calibrate", "--listen", addr, "--by", "thread",
-                                      "--textfile", str(textfile), "--interval", "0.05", "-p", str(g.pid)],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    exp = spawn(KVMEXIT + ["exporter", "--calibrate", "--listen", addr, "--by", "thread", "--textfile", textfile,
+                           "--interval", "0.05", "-p", g.pid], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert exp.stderr.readline().startswith("kvmexit exporter: ")
     cli = calibrated("-p", g.pid, "-o", "json")
     try:
