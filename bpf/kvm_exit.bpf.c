@@ -184,7 +184,7 @@ static __always_inline bool take_cache(struct kvmexit_cache *c, const struct exi
 	if (targ_vcpu != KVMEXIT_VCPU_ANY && vcpu_id != targ_vcpu)
 		return false;
 	g = bpf_map_lookup_elem(&gens, &zero);
-	if (!g)		/* never (an array's element 0): a bound for the verifier */
+	if (!g)		/* never NULL (element 0 of an array); the verifier wants the test */
 		return false;
 	g->gen++;
 	barrier();
