@@ -96,6 +96,7 @@ def run(args):
             break
     threading.Thread(target=tr.stderr.read, daemon=True).start()
     done = threading.Event()
+    counted = threading.Condition()            # a scrape done (or failed): told to the main thread
     problems, scrapes, records, usage = [], [0], [], {"exporter": [], "tracer": []}
 
     def scraper():
@@ -104,7 +105,9 @@ def run(args):
             try:
                 got = scrape(addr)
             except Exception as e:         # counted as a failure below
-                problems.append("scrape failed: %r" % e)
+                with counted:
+                    problems.append("scrape failed: %r" % e)
+                    counted.notify_all()
                 return
             for k, v in got.items():
                 if v < last.get(k, 0):
@@ -113,7 +116,9 @@ def run(args):
             if missing:
                 problems.append("series vanished: %s" % sorted(missing))
             last = got
-            scrapes[0] += 1
+            with counted:
+                scrapes[0] += 1
+                counted.notify_all()
             if args.scrape_every:
                 done.wait(args.scrape_every)
 
@@ -142,8 +147,8 @@ def run(args):
     out = json.loads(g.stdout.read().splitlines()[-1])
     g.wait()
     ran = time.monotonic() - t0
-    while scrapes[0] < args.scrapes and not problems:     # a stress run scrapes at least this often
-        time.sleep(0.01)
+    with counted:                              # a stress run scrapes at least this often
+        counted.wait_for(lambda: scrapes[0] >= args.scrapes or problems)
     done.set()
     for t in threads:
         t.join()

@@ -7,9 +7,11 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from kvmexit import kernel
@@ -61,13 +63,13 @@ def kvmexit_progs():
     return {p["id"] for p in json.loads(out or "[]") if p.get("name", "").startswith("handle_kvm")}
 
 
+MAPS = {"cache", "gens", "counts", "pending", "lat_stats", "kvm_exit.rodata"}
+
+
 def kvmexit_maps():
     """ids of the maps of kvmexit's objects loaded in the kernel."""
     out = subprocess.run(["bpftool", "-j", "map", "show"], capture_output=True, text=True, check=True).stdout
     return {m["id"] for m in json.loads(out or "[]") if m.get("name") in MAPS}
-
-
-MAPS = {"cache", "gens", "counts", "pending", "lat_stats", "kvm_exit.rodata"}
 
 
 def assert_nothing_left(before, timeout=3.0, listing=kvmexit_progs):
@@ -165,6 +167,21 @@ def started(p):
 def calibrated(*args):
     return started(spawn(KVMEXIT + ["--calibrate", "--verbose"] + list(args), stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE))
+
+
+def scrape(addr):
+    """One scrape of an exporter at "HOST:PORT": {(sample name, sorted labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+    with urllib.request.urlopen("http://%s/metrics" % addr, timeout=30) as r:
+        text = r.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(text) for s in f.samples}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def port(p):

@@ -8,12 +8,11 @@ import signal
 import socket
 import subprocess
 import threading
-import urllib.request
 
 import pytest
 
-from helpers import (KVMEXIT, GuestProc, assert_nothing_left, calibrated, kvmexit_maps, kvmexit_progs, port, spawn,
-                     started)
+from helpers import (KVMEXIT, GuestProc, assert_nothing_left, calibrated, free_port, kvmexit_maps, kvmexit_progs, port,
+                     scrape, spawn, started)
 from kvmexit.guest import DONE_PORT, SYNC_PORT
 
 pytestmark = [pytest.mark.bpf]
@@ -102,11 +101,7 @@ def _raw(addr, data, close_write=False):
 
 
 def _scrape_exits(addr):
-    from prometheus_client.parser import text_string_to_metric_families
-    with urllib.request.urlopen("http://%s:%d/metrics" % addr, timeout=30) as r:
-        text = r.read().decode()
-    return {tuple(sorted(s.labels.items())): s.value for f in text_string_to_metric_families(text)
-            for s in f.samples if s.name == "kvmexit_exits_total"}
+    return {labels: v for (name, labels), v in scrape(addr).items() if name == "kvmexit_exits_total"}
 
 
 @pytest.mark.kvm
@@ -116,16 +111,14 @@ def test_exporter_under_bad_slow_and_concurrent_requests():
     holds the right counts."""
     pytest.importorskip("prometheus_client")
     g = GuestProc(["sync,out:0x80:%d,out:0x71:%d,sync" % (500 + i, 40 + i) for i in range(2)])
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        addr = s.getsockname()
+    addr = ("127.0.0.1", free_port())
     exp = spawn(KVMEXIT + ["exporter", "--calibrate", "--listen", "%s:%d" % addr, "--by", "thread", "-p", g.pid],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert exp.stderr.readline().startswith("kvmexit exporter: ")
         g.release()
         assert json.loads(g.p.stdout.readline()) == {"sync": 1}
-        want = _scrape_exits(addr)
+        want = _scrape_exits("%s:%d" % addr)
         assert {(dict(k)["tid"], dict(k)["reason"]): v for k, v in want.items()} == {
             (str(tid), port(p)): n for i, tid in enumerate(g.tids) for p, n in ((0x80, 500 + i), (0x71, 40 + i),
                                                                                 (SYNC_PORT, 1))}
@@ -143,7 +136,7 @@ def test_exporter_under_bad_slow_and_concurrent_requests():
         def scraper():
             for _ in range(10):
                 try:
-                    scrapes.append(_scrape_exits(addr))
+                    scrapes.append(_scrape_exits("%s:%d" % addr))
                 except Exception as e:              # reported below
                     errors.append(e)
         threads = [threading.Thread(target=scraper) for _ in range(4)]
@@ -165,7 +158,7 @@ def test_exporter_under_bad_slow_and_concurrent_requests():
                        for a in answers[i]), (i, answers[i])
         assert errors == [] and len(scrapes) == 40
         assert all(s == want for s in scrapes)
-        assert _scrape_exits(addr) == want and exp.poll() is None
+        assert _scrape_exits("%s:%d" % addr) == want and exp.poll() is None
     finally:
         exp.send_signal(signal.SIGTERM)
         exp.communicate(timeout=30)

@@ -7,15 +7,13 @@ import os
 import re
 import select
 import signal
-import socket
 import subprocess
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 import kvmexit
-from helpers import KVMEXIT, GuestProc, calibrated, kvmexit_progs, port, spawn, started
+from helpers import KVMEXIT, GuestProc, calibrated, free_port, kvmexit_progs, port, scrape, spawn, started
 from kvmexit import output, report
 from kvmexit.guest import DONE_PORT, SYNC_PORT
 from kvmexit.counts import CounterKey as K
@@ -229,20 +227,6 @@ def _rodata_byte(prog, name):
     raise AssertionError("no .rodata map")
 
 
-def _scrape(addr):
-    from prometheus_client.parser import text_string_to_metric_families
-    with urllib.request.urlopen("http://%s/metrics" % addr, timeout=10) as r:
-        text = r.read().decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for f in text_string_to_metric_families(text) for s in f.samples}
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_exporter_labels_at_each_granularity(tmp_path):
     from kvmexit.exporter import exit_samples
     from kvmexit.procinfo import Names
@@ -269,7 +253,7 @@ def test_exporter_counts_equal_the_cli(tmp_path):
     pytest.importorskip("prometheus_client")
     progs = ["sync,out:0x80:%d,out:0x70:%d,sync" % (400 + i, 20 + i) for i in range(2)]
     g = GuestProc(progs, extra=["-name", "guest=db7"])
-    addr = "127.0.0.1:%d" % _free_port()
+    addr = "127.0.0.1:%d" % free_port()
     textfile = tmp_path / "kvmexit.prom"
     exp = spawn(KVMEXIT + ["exporter", "--calibrate", "--listen", addr, "--by", "thread", "--textfile", textfile,
                            "--interval", "0.05", "-p", g.pid], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -278,7 +262,7 @@ def test_exporter_counts_equal_the_cli(tmp_path):
     try:
         g.release()
         assert json.loads(g.p.stdout.readline()) == {"sync": 1}
-        samples = _scrape(addr)       # every scrape reads the kernel's counters: the guest's exits are there
+        samples = scrape(addr)       # every scrape reads the kernel's counters: the guest's exits are there
         # the textfile is replaced atomically (every read parses whole), here every 0.05 s:
         # read until it has been replaced three times
         from prometheus_client.parser import text_string_to_metric_families
