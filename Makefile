@@ -14,7 +14,7 @@ LIBDIR ?= $(PREFIX)/lib/kvmexit
 MANDIR ?= $(PREFIX)/share/man
 DESTDIR ?=
 # build and test tools; the .deb test also needs the Debian packaging tools
-APT_PACKAGES := clang llvm libbpf-dev libbpf1 bpftool python3-venv python3-pip strace \
+APT_PACKAGES := clang llvm libbpf-dev libbpf1 bpftool python3-venv python3-pip strace tmux \
 	debhelper dh-python pybuild-plugin-pyproject python3-hatchling python3-all python3-click \
 	dpkg-dev man-db
 # the kernel matrix (tests/kernels): emulators, and what builds their boot media

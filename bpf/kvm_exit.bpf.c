@@ -35,6 +35,8 @@ const volatile bool latency = false;
 #else
 #define latency false	/* make bench only: no latency code, what a false latency must cost */
 #endif
+/* --detail: remember each thread's last exit and count its KVM events under it */
+const volatile bool detail = false;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -73,6 +75,14 @@ struct {
 	__type(key, struct kvmexit_key);
 	__type(value, struct kvmexit_lat);
 } lat_stats SEC(".maps");
+
+/* --detail's counts: one writer per key, as lat_stats; max_entries set by userspace */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct kvmexit_detail_key);
+	__type(value, __u64);
+} details SEC(".maps");
 
 static const __u64 zero_count;
 static const struct kvmexit_pending zero_pending;
@@ -237,7 +247,7 @@ static __noinline int count_slow(struct kvmexit_cache *c, const struct exit_even
 	return 0;
 }
 
-/* --latency: this thread (the cache's owner now) exited for reason */
+/* --latency, --detail: this thread (the cache's owner now) exited for reason */
 static __noinline int record_exit(struct kvmexit_cache *c, __u32 reason, __u8 flags)
 {
 	struct kvmexit_pending *p;
@@ -245,13 +255,15 @@ static __noinline int record_exit(struct kvmexit_cache *c, __u32 reason, __u8 fl
 
 	p = lookup_or_init(&pending, &tid, &zero_pending);
 	if (!p) {
-		c->untimed++;
+		/* --detail files this thread's events as KVMEXIT_KEY_NO_EXIT then */
+		if (latency)
+			c->untimed++;
 		return 0;
 	}
 	p->key = c->key;
 	p->key.reason = reason;
 	p->key.flags = flags;
-	p->ts = bpf_ktime_get_ns();
+	p->ts = latency ? bpf_ktime_get_ns() : 0;
 	return 0;
 }
 
@@ -274,6 +286,20 @@ static __always_inline __u32 log2_u64(__u64 v)
 	v >>= shift;
 	r |= shift;
 	return r | (v >> 1);
+}
+
+/* the log-linear bucket of v ns (struct kvmexit_lat's hist) */
+static __always_inline __u64 lat_slot(__u64 v)
+{
+	__u32 k;
+	__u64 slot;
+
+	if (v < KVMEXIT_LAT_SUB)
+		return v;
+	k = log2_u64(v);
+	slot = (__u64)(k - KVMEXIT_LAT_SHIFT + 1) * KVMEXIT_LAT_SUB +
+	       ((v >> (k - KVMEXIT_LAT_SHIFT)) & (KVMEXIT_LAT_SUB - 1));
+	return slot < KVMEXIT_LAT_SLOTS ? slot : KVMEXIT_LAT_SLOTS - 1;
 }
 
 /* --latency: the thread enters the guest again; account its pending exit */
@@ -304,9 +330,7 @@ static __always_inline void count_entry(void)
 		l->min_ns = delta;
 	if (delta > l->max_ns)
 		l->max_ns = delta;
-	slot = log2_u64(delta);
-	if (slot >= KVMEXIT_LAT_SLOTS)
-		slot = KVMEXIT_LAT_SLOTS - 1;
+	slot = lat_slot(delta);
 	/* a 64-bit mask the verifier of Linux 6.1 takes as the bound (it loses
 	 * the clamp's); the barrier keeps clang from folding the mask away */
 	barrier_var(slot);
@@ -348,8 +372,51 @@ static __always_inline void count_exit(__u32 reason, __u8 flags, __u8 isa, enum 
 			return;
 	}
 counted:
-	if (latency)
+	if (latency || detail)
 		record_exit(c, reason, flags);
+}
+
+/*
+ * --detail: one of KVM's events on this thread, counted under the thread's
+ * last exit.  With no exit seen yet (attached while the thread handled
+ * one, or the pending map full), under none: KVMEXIT_KEY_NO_EXIT, where
+ * the filters can tell (a vCPU filter cannot without the exit).
+ */
+static __always_inline void count_detail(__u32 kind, __u64 value, __u32 dir)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct kvmexit_detail_key key = {};
+	__u32 tid = (__u32)pid_tgid, zero = 0;
+	struct kvmexit_pending *p;
+	struct kvmexit_cache *c;
+	__u64 *n;
+
+	p = bpf_map_lookup_elem(&pending, &tid);
+	if (p) {
+		key.exit = p->key;
+	} else {
+		if (targ_vcpu != KVMEXIT_VCPU_ANY)
+			return;
+		if (targ_tgid && pid_tgid >> 32 != targ_tgid)
+			return;
+		if (targ_ntids && !tid_wanted(tid))
+			return;
+		key.exit.tgid = pid_tgid >> 32;
+		key.exit.tid = tid;
+		key.exit.vcpu = KVMEXIT_VCPU_UNKNOWN;
+		key.exit.flags = KVMEXIT_KEY_NO_EXIT;
+	}
+	key.value = value;
+	key.kind = kind;
+	key.dir = dir;
+	n = lookup_or_init(&details, &key, &zero_count);
+	if (n) {
+		(*n)++;
+		return;
+	}
+	c = bpf_map_lookup_elem(&cache, &zero);
+	if (c)
+		c->undetailed++;
 }
 
 #ifndef KVMEXIT_LEGACY
@@ -535,5 +602,56 @@ int BPF_PROG(handle_kvm_msr_btf, unsigned int write, __u32 ecx)
 	return 0;
 }
 #endif
+
+/*
+ * -- --detail: KVM's events while it handles an exit ------------------------
+ * raw_tp in both objects: only the arguments are read, the same on every
+ * kernel since 5.10 (kvm_mmio's fourth and kvm_pio's fifth changed type).
+ * Attached after the exit program, so that on one tracepoint (the
+ * calibration hook) the exit is recorded before its detail is counted.
+ */
+SEC("raw_tp/kvm_pio")
+int BPF_PROG(detail_kvm_pio, unsigned int rw, unsigned int port)
+{
+	count_detail(KVMEXIT_DETAIL_PIO, port, rw ? KVMEXIT_DIR_WRITE : KVMEXIT_DIR_READ);
+	return 0;
+}
+
+SEC("raw_tp/kvm_msr")
+int BPF_PROG(detail_kvm_msr, unsigned int write, __u32 ecx)
+{
+	count_detail(KVMEXIT_DETAIL_MSR, ecx, write ? KVMEXIT_DIR_WRITE : KVMEXIT_DIR_READ);
+	return 0;
+}
+
+/* type: KVM_TRACE_MMIO_READ_UNSATISFIED 0, _READ 1, _WRITE 2 */
+SEC("raw_tp/kvm_mmio")
+int BPF_PROG(detail_kvm_mmio, int type, int len, __u64 gpa)
+{
+	count_detail(KVMEXIT_DETAIL_MMIO, gpa & ~0xfffULL, type == 2 ? KVMEXIT_DIR_WRITE :
+		     type == 1 ? KVMEXIT_DIR_READ : KVMEXIT_DIR_READ_USER);
+	return 0;
+}
+
+SEC("raw_tp/kvm_fast_mmio")
+int BPF_PROG(detail_kvm_fast_mmio, __u64 gpa)
+{
+	count_detail(KVMEXIT_DETAIL_MMIO, gpa & ~0xfffULL, KVMEXIT_DIR_FAST_WRITE);
+	return 0;
+}
+
+SEC("raw_tp/kvm_hypercall")
+int BPF_PROG(detail_kvm_hypercall, unsigned long nr)
+{
+	count_detail(KVMEXIT_DETAIL_HYPERCALL, nr, KVMEXIT_DIR_NONE);
+	return 0;
+}
+
+SEC("raw_tp/kvm_userspace_exit")
+int BPF_PROG(detail_kvm_userspace_exit, __u32 reason)
+{
+	count_detail(KVMEXIT_DETAIL_USER, reason, KVMEXIT_DIR_NONE);
+	return 0;
+}
 
 char LICENSE[] SEC("license") = "GPL";

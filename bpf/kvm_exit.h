@@ -21,6 +21,8 @@
 #define KVMEXIT_VCPU_ANY	0xffffffff
 /* key flag: the vendor exit reason could not be read (vendor BTF missing) */
 #define KVMEXIT_KEY_NO_REASON	0x1
+/* key flag (details only): no exit of the thread was seen before the event */
+#define KVMEXIT_KEY_NO_EXIT	0x2
 
 /*
  * Reasons below KVMEXIT_DENSE (every VMX basic reason, every SVM code up to
@@ -64,6 +66,7 @@ struct kvmexit_cache {
 	struct kvmexit_key key;	/* the owner's; reason and flags unused */
 	__u64 drops;		/* events not counted: the counts map was full */
 	__u64 untimed;		/* --latency: exits left without a time, a latency map was full */
+	__u64 undetailed;	/* --detail: events not counted, the details map was full */
 	__u32 nreasons;		/* entries of reasons[] in use */
 	__u16 reasons[KVMEXIT_CACHE_REASONS];	/* the owner's reasons in dense[] */
 	__u32 _pad;
@@ -79,12 +82,22 @@ struct kvmexit_gen {
 	__u64 gen;
 };
 
-/* --latency: time from kvm_exit to the thread's next kvm_entry */
-#define KVMEXIT_LAT_SLOTS	32	/* log2 buckets of ns: slot i holds [2^i, 2^(i+1)) */
+/*
+ * --latency: time from kvm_exit to the thread's next kvm_entry, in ns, in
+ * log-linear buckets: KVMEXIT_LAT_SUB per power of two.  Slot s < SUB
+ * holds exactly s ns; above, with k = log2(v) and SHIFT = log2(SUB),
+ * slot (k - SHIFT + 1) * SUB + ((v >> (k - SHIFT)) & (SUB - 1)) holds v:
+ * a bucket [lo, lo + lo / (SUB + j)) whose width is at most 1/SUB of its
+ * low end.  The last slot also holds everything above (>= 7.5 s).
+ */
+#define KVMEXIT_LAT_SHIFT	2
+#define KVMEXIT_LAT_SUB		(1 << KVMEXIT_LAT_SHIFT)
+#define KVMEXIT_LAT_SLOTS	128
 
-/* the exit a thread has not re-entered from yet */
+/* the thread's last exit: --latency times it until the thread's next
+ * kvm_entry, --detail files the thread's KVM events under it */
 struct kvmexit_pending {
-	__u64 ts;		/* bpf_ktime_get_ns() at kvm_exit; 0 once consumed */
+	__u64 ts;		/* bpf_ktime_get_ns() at kvm_exit (--latency); 0 once consumed */
 	struct kvmexit_key key;
 };
 
@@ -94,6 +107,30 @@ struct kvmexit_lat {
 	__u64 min_ns;
 	__u64 max_ns;
 	__u64 hist[KVMEXIT_LAT_SLOTS];
+};
+
+/*
+ * --detail: what an exit was about, from KVM's own tracepoints, which fire
+ * on the vCPU thread while it handles the exit (before its next entry):
+ * counted under the thread's last exit (struct kvmexit_pending's key).
+ */
+#define KVMEXIT_DETAIL_PIO	1	/* kvm:kvm_pio: value = port */
+#define KVMEXIT_DETAIL_MSR	2	/* kvm:kvm_msr: value = MSR index */
+#define KVMEXIT_DETAIL_MMIO	3	/* kvm:kvm_mmio, kvm:kvm_fast_mmio: value = guest-physical page */
+#define KVMEXIT_DETAIL_HYPERCALL 4	/* kvm:kvm_hypercall: value = hypercall number */
+#define KVMEXIT_DETAIL_USER	5	/* kvm:kvm_userspace_exit: value = KVM_EXIT_* */
+
+#define KVMEXIT_DIR_READ	0	/* in, rdmsr, MMIO read done */
+#define KVMEXIT_DIR_WRITE	1	/* out, wrmsr, MMIO write */
+#define KVMEXIT_DIR_NONE	2	/* hypercalls, exits to userspace */
+#define KVMEXIT_DIR_READ_USER	3	/* MMIO read handed to userspace (READ follows when done) */
+#define KVMEXIT_DIR_FAST_WRITE	4	/* MMIO write of the fast path (kvm_fast_mmio: ioeventfd) */
+
+struct kvmexit_detail_key {
+	struct kvmexit_key exit;	/* the exit it came under; flags KVMEXIT_KEY_NO_EXIT: none seen */
+	__u64 value;
+	__u32 kind;		/* KVMEXIT_DETAIL_* */
+	__u32 dir;		/* KVMEXIT_DIR_* */
 };
 
 /*

@@ -60,10 +60,10 @@ def kvmexit_progs():
     program, so none left means nothing left attached).  bpftool's own
     pid-iterator program comes and goes, hence the name filter."""
     out = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True, check=True).stdout
-    return {p["id"] for p in json.loads(out or "[]") if p.get("name", "").startswith("handle_kvm")}
+    return {p["id"] for p in json.loads(out or "[]") if p.get("name", "").startswith(("handle_kvm", "detail_kvm"))}
 
 
-MAPS = {"cache", "gens", "counts", "pending", "lat_stats", "kvm_exit.rodata"}
+MAPS = {"cache", "gens", "counts", "pending", "lat_stats", "details", "kvm_exit.rodata"}
 
 
 def kvmexit_maps():

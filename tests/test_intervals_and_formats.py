@@ -17,7 +17,7 @@ from helpers import KVMEXIT, GuestProc, calibrated, free_port, kvmexit_progs, po
 from kvmexit import output, report
 from kvmexit.guest import DONE_PORT, SYNC_PORT
 from kvmexit.counts import CounterKey as K
-from kvmexit.counts import LatencyStat
+from kvmexit.counts import LatencyStat, lat_slot
 from kvmexit.output import View
 from kvmexit.procinfo import vm_name_from_argv
 
@@ -174,15 +174,30 @@ def test_firecracker_style_vm_name_in_the_all_threads_view():
         in out_a.splitlines()
 
 
+def _hist(*samples):
+    """A log-linear histogram of samples in ns (slot s: counts.slot_bounds(s))."""
+    h = [0] * 128
+    for ns in samples:
+        h[lat_slot(ns)] += 1
+    return tuple(h)
+
+
 def test_latency_rows_histogram_and_top():
-    lat = {K(1, 2, 12, 0, 1, 0): LatencyStat(3, 3000, 500, 1500, tuple([0] * 8 + [1, 1, 1] + [0] * 21)),
-           K(1, 3, 12, 1, 1, 0): LatencyStat(1, 4000, 4000, 4000, tuple([0] * 11 + [1] + [0] * 20))}
+    # 500 ns is in slot 4 * 8 + 3 = [448, 512); 1000 in [896, 1024); 1500 in [1280, 1536); 4000 in [3584, 4096)
+    lat = {K(1, 2, 12, 0, 1, 0): LatencyStat(3, 3000, 500, 1500, _hist(500, 1000, 1500)),
+           K(1, 3, 12, 1, 1, 0): LatencyStat(1, 4000, 4000, 4000, _hist(4000))}
     totals = {K(1, 2, 12, 0, 1, 0): 3, K(1, 3, 12, 1, 1, 0): 1, K(1, 3, 30, 1, 1, 0): 9}
     rows = report.rows(totals, "pid", lat)
+    # P50 of the four: the 2nd sample's bucket middle, 960 ns; P90 and P99: the 4th (4000 ns, the
+    # bucket's middle 3840 ns); the first's bucket [448, 512) would say 480, kept at the min 500
     assert output.table(View("pid", ""), rows, latency=True).splitlines() == [
-        "KVM_EXIT_REASON                     COUNT      TOTAL_us     MIN_us     AVG_us     MAX_us",
-        "IO_INSTRUCTION                      9              0.00       0.00       0.00       0.00",
-        "HLT                                 4              7.00       0.50       1.75       4.00"]
+        "KVM_EXIT_REASON                     COUNT      TOTAL_us     MIN_us     AVG_us     P50_us     P90_us"
+        "     P99_us     MAX_us",
+        "IO_INSTRUCTION                      9              0.00       0.00       0.00       0.00       0.00"
+        "       0.00       0.00",
+        "HLT                                 4              7.00       0.50       1.75       0.96       3.84"
+        "       3.84       4.00"]
+    assert rows[1].lat.percentile(1) == 500
     assert output.histogram(rows[1].lat).splitlines()[-4:] == [
         "       256 -> 511        : 1        |****************************************|",
         "       512 -> 1023       : 1        |****************************************|",
@@ -209,7 +224,7 @@ def test_latency_attaches_exit_and_entry(mode):
         ["handle_kvm_entry_" + kind, "handle_kvm_exit_%s" % kind]
     assert latency == 1      # the exit program records each exit's time
     assert out.splitlines()[2] == ("PID      TID      KVM_EXIT_REASON                     COUNT      TOTAL_us     "
-                                   "MIN_us     AVG_us     MAX_us")
+                                   "MIN_us     AVG_us     P50_us     P90_us     P99_us     MAX_us")
 
 
 def _rodata_byte(prog, name):

@@ -11,7 +11,9 @@ import pytest
 from kernels import expect
 from kernels.inside import MODES, PERF_PROGRAMS, VIEWS_PROGRAMS
 from kernels.matrix import MACHINES
-from kvmexit import __version__
+from kvmexit import __version__, details
+from kvmexit.abi import KVMEXIT_DIR_NONE
+from kvmexit.guest import DONE_PORT
 
 pytestmark = [pytest.mark.matrix]
 
@@ -71,6 +73,13 @@ def test_selftest_in_each_mode(run, mode):
     assert len([l for l in section if l.startswith("  ok   tid ")]) == {"vmx": 10, "svm": 8}[run.machine.vendor]
     assert not [l for l in section if not l.startswith("  ok   ")]      # real exits: exact, none skipped
     assert "calibration, kvm:kvm_pio through the same counting code, %s mode:" % used in lines
+    # --detail: per vCPU 3 ports and the exits to userspace under IO, the MSR read and write, the
+    # hlt's exit to userspace; KVM's tracepoints run preemptible, so a detail may be skipped (7.x)
+    title = "--detail, KVM's events under %s exits, %s mode:" % (ISA_LABEL[run.machine.vendor], used)
+    assert title in lines, r["stdout"]
+    section = lines[lines.index(title) + 1:]
+    section = section[:next(i for i, l in enumerate(section) if not l.startswith("  "))]
+    assert len([l for l in section if l.startswith(("  ok   tid ", "  miss tid "))]) == 2 * 7, section
     assert not [l for l in lines if "FAIL" in l]
     assert lines[-1].startswith("PASS: ")
     # a count short of the guest's is allowed only with the kernel's own report of skipping as many
@@ -140,6 +149,46 @@ def test_views_of_real_exits_exact(run, views):
         assert counts == sorted(counts, reverse=True), view
     # the duration tracer outlived the guest: it saw the same whole life
     assert views["guest_done_s"] < views["duration"]
+
+
+def _exact_or_skipped(got, want, skipped):
+    """got == want, or (the kernel having skipped detail programs and said so)
+    short of it by no more than it skipped, never over."""
+    if not skipped:
+        assert got == want
+        return
+    assert set(got) <= set(want) and all(got[k] <= want[k] for k in got), (got, want)
+    assert 0 < sum(want.values()) - sum(got.values()) <= skipped
+
+
+def test_detail_of_real_exits_exact(run, views):
+    """--detail on real exits: each port, MSR and exit to userspace under
+    the exit reason the guest's instruction causes, none under the host's
+    exits; the table shows what the JSON does."""
+    isa, tids = _isa(run), views["tids"]
+    outs = views["outs"]
+    for view in ("detail", "detail_json"):
+        assert outs[view]["rc"] == 0, outs[view]["stderr"]
+    rec = json.loads(outs["detail_json"]["stdout"])
+    assert (rec["drops"], rec["skipped"], rec["undetailed"]) == (0, 0, 0)
+    want = {}
+    for i, prog in enumerate(VIEWS_PROGRAMS):
+        for phase in expect.phases(prog)[1:]:               # phase 0 ran before any tracer attached
+            for detail, n in expect.steps_details(phase, isa).items():
+                want[(tids[i],) + detail] = want.get((tids[i],) + detail, 0) + n
+    got = expect.json_details(outs["detail_json"]["stdout"])
+    _exact_or_skipped({k: n for k, n in got.items() if k[0] in tids}, want, rec["details_skipped"])
+    # the table of -p PID -a --detail: each exit row and the details under it, as the JSON has them
+    kinds = {v: k for k, v in details.KINDS.items()}
+    dirs = {kind: {v: k for k, v in d.items()} for kind, d in details.DIRS.items()}
+    table = {}
+    for e in rec["exits"]:
+        table[(e["tid"], e["reason_name"], None)] = e["count"]
+        for d in e["detail"]:
+            kind = kinds[d["kind"]]
+            code = dirs.get(kind, {}).get(d["dir"], KVMEXIT_DIR_NONE)
+            table[(e["tid"], e["reason_name"], details.label(kind, code, d["value"]))] = d["count"]
+    assert expect.parse_detail_table(outs["detail"]["stdout"]) == table
 
 
 def test_intervals_of_real_exits_exact(run, views):
@@ -234,3 +283,23 @@ def test_perf_kvm_stat_agrees(run):
     io = expect.CAUSED[isa]["out"][0]
     plain = expect.collapse(mine, lambda t, v, r: r)
     assert {r: plain[r] - perf.get(r, 0) for r in plain if plain[r] != perf.get(r, 0)} == {io: len(tids)}
+    # --detail over the guest's whole life: its programs' events exactly, and port by port
+    # perf kvm stat --event ioport's accesses (which, paired with the next entry, leave out the
+    # last out of each thread, to the done port)
+    det, drec = expect.json_details(p["outs"]["detail"]["stdout"]), json.loads(p["outs"]["detail"]["stdout"])
+    assert (drec["drops"], drec["undetailed"]) == (0, 0)
+    want = {}
+    for i, prog in enumerate(PERF_PROGRAMS):
+        for detail, n in expect.steps_details(expect.phases(prog)[0], isa).items():
+            want[(tids[i],) + detail] = n
+    det = {k: n for k, n in det.items() if k[0] in tids}
+    _exact_or_skipped(det, want, drec["details_skipped"])
+    ports = {}
+    for (t, r, kind, d, value), n in det.items():
+        if kind == "pio":
+            key = "%#x:%s" % (value, "POUT" if d == "out" else "PIN")
+            ports[key] = ports.get(key, 0) + n
+    ioport = expect.perf_report(p["reports"]["ioport"]["stderr"] + p["reports"]["ioport"]["stdout"])
+    assert ioport, p["reports"]["ioport"]
+    ports["%#x:POUT" % DONE_PORT] -= len(tids)
+    assert {k: n for k, n in ports.items() if n} == ioport

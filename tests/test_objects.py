@@ -11,7 +11,7 @@ from elftools.elf.elffile import ELFFile
 import kvmexit
 from kvmexit import _libbpf, abi
 from kvmexit.bpfobject import BpfObject, package_object
-from kvmexit.skeleton import CORE_OBJECT, LEGACY_OBJECT, Filter
+from kvmexit.skeleton import CORE_OBJECT, DETAIL_PROGRAMS, LEGACY_OBJECT, Filter
 from kvmexit.tracer import ENTRY_PROGRAMS, PROGRAMS
 
 OBJDIR = Path(kvmexit.__file__).parent / "bpf"
@@ -48,6 +48,7 @@ def _table(core):
     rows = [(prog, kind, source) for (source, kind, proto), prog in PROGRAMS.items()
             if core or (kind != "tp_btf" and proto != "new")]
     rows += [(prog, kind, "kvm_entry") for kind, prog in ENTRY_PROGRAMS.items() if core or kind != "tp_btf"]
+    rows += [(prog, "raw_tp", tp) for tp, prog in DETAIL_PROGRAMS.items()]     # both objects
     return {prog: ("tracepoint/kvm/%s" if kind == "tracepoint" else kind + "/%s") % source
             for prog, kind, source in rows}
 
@@ -62,7 +63,7 @@ def test_object_shape(name, core):
         assert elf.get_section_by_name("license").data() == b"GPL\0"
         maps = {s.name for s in elf.get_section_by_name(".symtab").iter_symbols()
                 if s["st_shndx"] != "SHN_UNDEF" and elf.get_section(s["st_shndx"]).name == ".maps"}
-        assert maps == {abi.MAP_CACHE, abi.MAP_GENS, abi.MAP_COUNTS, abi.MAP_PENDING, abi.MAP_LAT}
+        assert maps == {abi.MAP_CACHE, abi.MAP_GENS, abi.MAP_COUNTS, abi.MAP_PENDING, abi.MAP_LAT, abi.MAP_DETAILS}
         # the subprograms: the slow path shared by every program, --latency's exit record
         assert {s.name for s in elf.get_section_by_name(".symtab").iter_symbols()
                 if s["st_info"]["type"] == "STT_FUNC" and s["st_shndx"] != "SHN_UNDEF"
@@ -76,6 +77,7 @@ def test_object_shape(name, core):
         assert set(obj.maps) == maps | {abi.OBJECT_NAME + ".rodata"}
         assert obj.value_size(abi.MAP_CACHE) == ct.sizeof(abi.kvmexit_cache)
         assert obj.key_size(abi.MAP_COUNTS) == ct.sizeof(abi.kvmexit_key)
+        assert obj.key_size(abi.MAP_DETAILS) == ct.sizeof(abi.kvmexit_detail_key)
 
 
 def _members(lib, btf, name):
@@ -97,7 +99,7 @@ def test_abi_matches_object_btf(name):
     btf = lib.btf__parse(str(_elf(name)).encode(), None)
     try:
         for cname in ("kvmexit_key", "kvmexit_cache", "kvmexit_gen", "kvmexit_pending", "kvmexit_lat",
-                      "kvmexit_tp_exit", "kvmexit_tp_pio", "kvmexit_tp_msr"):
+                      "kvmexit_detail_key", "kvmexit_tp_exit", "kvmexit_tp_pio", "kvmexit_tp_msr"):
             ctype = getattr(abi, cname)
             size, members = _members(lib, btf, cname)
             assert size == ct.sizeof(ctype), cname
@@ -114,8 +116,9 @@ def test_rodata_layout_matches_filter():
         zeros = {k: layout.pop(k)[1] for k in ("zero_count", "zero_pending", "zero_lat")}
         assert zeros == {"zero_count": 8, "zero_pending": ct.sizeof(abi.kvmexit_pending),
                          "zero_lat": ct.sizeof(abi.kvmexit_lat)}
-        values = dict(Filter(tgid=5, tids=(1, 2), vcpu=3).rodata(), tp_has_vcpu_id=True, latency=False)
+        values = dict(Filter(tgid=5, tids=(1, 2), vcpu=3).rodata(), tp_has_vcpu_id=True, latency=False,
+                      detail=True)
         assert {k: v[1] for k, v in layout.items()} == {"targ_tgid": 4, "targ_vcpu": 4, "targ_ntids": 4,
                                                         "targ_tids": 4 * abi.KVMEXIT_MAX_TIDS,
-                                                        "tp_has_vcpu_id": 1, "latency": 1}
+                                                        "tp_has_vcpu_id": 1, "latency": 1, "detail": 1}
         obj.set_rodata(values)

@@ -15,7 +15,7 @@ def _key(tgid, tid, reason, vcpu=0, isa=1, flags=0):
     return bytes(kvmexit_key(tgid, tid, reason, vcpu, isa, flags))
 
 
-def _cache(who=None, reasons=(), drops=0, untimed=0):
+def _cache(who=None, reasons=(), drops=0, untimed=0, undetailed=0):
     """One CPU's cache: who = (tgid, tid, vcpu, isa) owns it with reasons = [(reason, count)]."""
     c = kvmexit_cache()
     if who:
@@ -23,7 +23,7 @@ def _cache(who=None, reasons=(), drops=0, untimed=0):
         c.key = kvmexit_key(who[0], who[1], 0, who[2], who[3], 0)
     for i, (reason, count) in enumerate(reasons):
         c.reasons[i], c.dense[reason] = reason, count
-    c.nreasons, c.drops, c.untimed = len(reasons), drops, untimed
+    c.nreasons, c.drops, c.untimed, c.undetailed = len(reasons), drops, untimed, undetailed
     return bytes(c)
 
 
@@ -32,11 +32,11 @@ def test_combine_takes_cached_count_over_stale_hash_value():
     keys = _key(10, 11, 12) + _key(10, 11, 30) + _key(10, 12, 12, vcpu=1)
     values = struct.pack("<9Q", 5, 1, 0,   7, 0, 0,   0, 0, 4)
     # CPU 0's cache: tid 11 owns it, HLT (12) is now 8 there (the hash still says 5)
-    caches = [_cache((10, 11, 0, 1), [(12, 8)], drops=2), _cache(untimed=5),
-              _cache((10, 12, 1, 1), [(12, 6)], drops=1, untimed=4)]
-    totals, drops, untimed = maps.combine(keys, values, ncpu, caches)
+    caches = [_cache((10, 11, 0, 1), [(12, 8)], drops=2, undetailed=6), _cache(untimed=5),
+              _cache((10, 12, 1, 1), [(12, 6)], drops=1, untimed=4, undetailed=1)]
+    totals, losses = maps.combine(keys, values, ncpu, caches)
     assert totals == {(10, 11, 12, 0, 1, 0): 9, (10, 11, 30, 0, 1, 0): 7, (10, 12, 12, 1, 1, 0): 6}
-    assert all(type(k) is CounterKey for k in totals) and (drops, untimed) == (3, 9)
+    assert all(type(k) is CounterKey for k in totals) and losses == (3, 9, 7)
     assert next(iter(totals)).tid == 11
 
 
@@ -45,8 +45,8 @@ def test_combine_ignores_cache_of_other_owner_and_zero_rows():
     values = struct.pack("<4Q", 4, 0, 0, 0)
     caches = [_cache((1, 9, 0, 1), [(12, 100)]), _cache()]
     # tid 9's cached count has no hash element to correct: it is counted as cached
-    assert maps.combine(keys, values, 2, caches) == ({(1, 2, 12, 0, 1, 0): 4, (1, 9, 12, 0, 1, 0): 100}, 0, 0)
-    assert maps.combine(keys, values, 2, [_cache(), _cache()]) == ({(1, 2, 12, 0, 1, 0): 4}, 0, 0)
+    assert maps.combine(keys, values, 2, caches) == ({(1, 2, 12, 0, 1, 0): 4, (1, 9, 12, 0, 1, 0): 100}, (0, 0, 0))
+    assert maps.combine(keys, values, 2, [_cache(), _cache()]) == ({(1, 2, 12, 0, 1, 0): 4}, (0, 0, 0))
 
 
 def test_combine_on_one_cpu_and_on_many():

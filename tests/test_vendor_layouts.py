@@ -7,7 +7,10 @@ memory at the offsets the corpus README lists for that kernel (an
 independent source, not libbpf's relocation); the raw_tp programs run on
 them under BPF_PROG_TEST_RUN from real threads moved between CPUs.
 """
+import bisect
+import functools
 import json
+import math
 import os
 import re
 import struct
@@ -17,8 +20,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from kvmexit import _libbpf, kernel, output
-from kvmexit.abi import KVMEXIT_ISA_SVM, KVMEXIT_ISA_VMX, KVMEXIT_KEY_NO_REASON
+from kvmexit import _libbpf, kernel, output, report
+from kvmexit.abi import KVMEXIT_ISA_SVM, KVMEXIT_ISA_VMX, KVMEXIT_KEY_NO_EXIT, KVMEXIT_KEY_NO_REASON, KVMEXIT_VCPU_UNKNOWN
+from kvmexit.counts import PERCENTILE_ERROR, PERCENTILES, CounterKey, DetailKey
 from kvmexit.skeleton import Filter
 from testrun import FAKEMEM, FakeMem, Worker, core, counts, merge_split
 
@@ -260,13 +264,25 @@ def test_prototype_and_vendor_detection(kname, corpus):
         lib.btf__free(base)
 
 
+# the histogram's bucket edges from their definition in kvm_exit.h (4 per
+# power of two, exact below 4 ns), apart from the shift arithmetic of lat_slot()
+EDGES = [0, 1, 2, 3] + [(4 + j) << (k - 2) for k in range(2, 33) for j in range(4)]
+
+
 def _bucket(ns):
-    return min(ns.bit_length() - 1, 31) if ns else 0
+    return min(bisect.bisect_right(EDGES, ns) - 1, len(EDGES) - 1)
+
+
+def _nearest_rank(values, p):
+    return sorted(values)[max(1, math.ceil(len(values) * p / 100)) - 1]
 
 
 @pytest.mark.corpus
 def test_latency_from_exit_to_entry(corpus, merged, fakemem, workers):
-    """--latency: raw_tp exit and entry programs run with known sleeps between them."""
+    """--latency: raw_tp exit and entry programs run with known sleeps
+    between them; the kernel's delta of each lies between the time around
+    the sleep and the time around both test runs.  Totals, min, max, each
+    bucket, and each percentile within PERCENTILE_ERROR of the true one."""
     a, b, _ = workers
     obj = core("handle_kvm_exit_raw", merged("debian-6.12-amd64", "kvm-intel"), entry="handle_kvm_entry_raw")
     f = Firer(fakemem, KERNELS["debian-6.12-amd64"], "vmx", obj)
@@ -281,9 +297,12 @@ def test_latency_from_exit_to_entry(corpus, merged, fakemem, workers):
         obj.test_run("handle_kvm_entry_raw", [0])
         t3 = time.perf_counter_ns()
         return t2 - t1, t3 - t0
+    # HLT: 50 of 0.4 ms, 40 of 1.5 ms, 9 of 3 ms, 1 of 12 ms (ranks 50, 90 and 99: P50, P90 and
+    # P99 each in another group); IO_INSTRUCTION: 1 of 20 ms, 3 of 0.7 ms
+    plan = [(12, 0.0004)] * 50 + [(12, 0.0015)] * 40 + [(12, 0.003)] * 9 + [(12, 0.012), (30, 0.02)] + \
+        [(30, 0.0007)] * 3
     try:
-        # 0.7 ms, 3 ms, 20 ms: well inside the log2 buckets [2^19, 2^20), [2^21, 2^22), [2^24, 2^25)
-        for reason, sleep in ((12, 0.0007), (12, 0.003), (12, 0.02), (12, 0.0007), (30, 0.003)):
+        for reason, sleep in plan:
             fakemem.write(0, {VCPU_ID_OFF: struct.pack("<i", 3),
                               KERNELS["debian-6.12-amd64"].vmx_reason: struct.pack("<I", reason)})
             bounds.setdefault(reason, []).append(a.call(lambda: exit_sleep_entry(sleep)))
@@ -305,15 +324,21 @@ def test_latency_from_exit_to_entry(corpus, merged, fakemem, workers):
         assert min(inner) <= s.min_ns <= min(outer)
         assert max(inner) <= s.max_ns <= max(outer)
         assert sum(s.hist) == s.count
-        # each sample's bucket lies between those of its bounds (the same one unless a
-        # sleep overshot a power of two, which the sleeps chosen leave 0.35 ms or more for)
-        must, may = [0] * 32, [0] * 32
+        # each sample's bucket lies between those of its bounds
+        must, may = [0] * 128, [0] * 128
         for i, o in bs:
             must[_bucket(i)] += _bucket(i) == _bucket(o)
-            for b in range(_bucket(i), _bucket(o) + 1):
-                may[b] += 1
+            for slot in range(_bucket(i), _bucket(o) + 1):
+                may[slot] += 1
         assert all(lo <= h <= hi for lo, h, hi in zip(must, s.hist, may)), (s.hist, must, may)
-        assert sum(must) < len(bs) or list(s.hist) == must
+        # the true percentile lies between those of the bounds; the reported one within the error of it
+        for p in PERCENTILES:
+            lo, hi = _nearest_rank(inner, p), _nearest_rank(outer, p)
+            assert lo * (1 - PERCENTILE_ERROR) <= s.percentile(p) <= hi * (1 + PERCENTILE_ERROR), (p, lo, hi)
+    hlt = lat[(pid, a.tid, 12, 3, 1, 0)]
+    # and each percentile is its own group's: 0.4 ms, 1.5 ms, 3 ms (a sleep overshoots, never undershoots)
+    assert [lo <= hlt.percentile(p) <= hi for p, lo, hi in ((50, 0.35e6, 0.6e6), (90, 1.3e6, 1.9e6),
+                                                           (99, 2.6e6, 3.6e6))] == [True] * 3, hlt
 
 
 @pytest.mark.corpus
@@ -347,6 +372,103 @@ def test_latency_maps_full_exits_untimed(corpus, merged, fakemem, workers):
     assert output.losses_footer(snap, 2).splitlines() == [
         "Dropped 3 exits: the counts map (2 entries) was full; raise --max-entries",
         "Untimed 3 exits: the latency maps (2 entries) were full; raise --max-entries"]
+
+
+def _detail_run(obj, w, prog, *args):
+    w.call(lambda: obj.test_run(prog, list(args)))
+
+
+@pytest.mark.corpus
+def test_detail_under_each_threads_last_exit(corpus, merged, fakemem, workers):
+    """--detail: the raw_tp detail programs on real threads, between exits:
+    each event under its own thread's last exit (reason and vCPU), while
+    another thread takes the CPU and the thread moves to another CPU;
+    before the thread's first exit under NO_EXIT_SEEN; with the details map
+    full, undetailed, while known keys still count."""
+    a, b, ncpu = workers
+    obj = core("handle_kvm_exit_raw", merged("debian-6.12-amd64", "kvm-intel"), max_entries=9, detail=True)
+    f = Firer(fakemem, KERNELS["debian-6.12-amd64"], "vmx", obj)
+    ev = functools.partial(_detail_run, obj)
+    try:
+        ev(a, "detail_kvm_pio", 1, 0x80)                    # before a's first exit
+        f.fire(a, 0, 2, 30)                                 # a: IO_INSTRUCTION on vCPU 2
+        ev(a, "detail_kvm_pio", 1, 0x80)
+        ev(a, "detail_kvm_pio", 1, 0x80)
+        ev(a, "detail_kvm_userspace_exit", 2, 0)
+        f.fire(b, 1, 5, 32)                                 # b: MSR_WRITE on vCPU 5, same CPU
+        ev(b, "detail_kvm_msr", 1, 0x6E0)
+        a.move(1 % ncpu)
+        ev(a, "detail_kvm_pio", 0, 0x71)                    # a, moved: still its IO exit's
+        f.fire(a, 0, 2, 48)                                 # a: EPT_VIOLATION
+        ev(a, "detail_kvm_mmio", 2, 4, 0xFEE00300)          # KVM_TRACE_MMIO_WRITE
+        ev(a, "detail_kvm_mmio", 0, 4, 0xFEC00010)          # READ_UNSATISFIED: to userspace
+        ev(a, "detail_kvm_mmio", 1, 4, 0xFEC00010)          # READ: done
+        ev(a, "detail_kvm_fast_mmio", 0xFE003008)           # 9 keys now: the map is full
+        f.fire(a, 0, 2, 18)                                 # a: VMCALL
+        ev(a, "detail_kvm_hypercall", 5, 1, 2)              # a new key: undetailed
+        ev(b, "detail_kvm_msr", 1, 0x6E0)                   # a known key: counted
+        snap = obj.read()
+    finally:
+        a.move(0)
+        obj.close()
+    pid, K = os.getpid(), CounterKey
+    io, wr, ept = K(pid, a.tid, 30, 2, 1, 0), K(pid, b.tid, 32, 5, 1, 0), K(pid, a.tid, 48, 2, 1, 0)
+    assert snap.details == {
+        DetailKey(K(pid, a.tid, 0, KVMEXIT_VCPU_UNKNOWN, 0, KVMEXIT_KEY_NO_EXIT), 1, 1, 0x80): 1,
+        DetailKey(io, 1, 1, 0x80): 2, DetailKey(io, 5, 2, 2): 1, DetailKey(io, 1, 0, 0x71): 1,
+        DetailKey(wr, 2, 1, 0x6E0): 2,
+        DetailKey(ept, 3, 1, 0xFEE00000): 1, DetailKey(ept, 3, 3, 0xFEC00000): 1, DetailKey(ept, 3, 0, 0xFEC00000): 1,
+        DetailKey(ept, 3, 4, 0xFE003000): 1}
+    assert (snap.undetailed, snap.details_skipped) == (1, 0)
+    rows = report.rows(snap.totals, "tids", detail_counts=snap.details)
+    assert output.table(output.View("tids", ""), rows).splitlines() == [
+        "TID      KVM_EXIT_REASON                     COUNT",
+        "%-8d EPT_VIOLATION                       1       " % a.tid,
+        "           mmio read 0xfec00000 IOAPIC       1       ",
+        "           mmio write 0xfee00000 LAPIC       1       ",
+        "           mmio read_user 0xfec00000 IOAPIC  1       ",
+        "           mmio fast_write 0xfe003000        1       ",
+        "%-8d MSR_WRITE                           1       " % b.tid,
+        "           wrmsr 0x6e0 IA32_TSC_DEADLINE     2       ",
+        "%-8d IO_INSTRUCTION                      1       " % a.tid,
+        "           out 0x0080 POST/delay             2       ",
+        "           in 0x0071 RTC/CMOS data           1       ",
+        "           userspace IO                      1       ",
+        "%-8d VMCALL                              1       " % a.tid,
+        "%-8d NO_EXIT_SEEN                        0       " % a.tid,
+        "           out 0x0080 POST/delay             1       "]
+    assert output.losses_footer(snap, 9) == \
+        "Undetailed 1 KVM events: the details map (9 entries) was full; raise --max-entries"
+
+
+@pytest.mark.corpus
+@pytest.mark.parametrize("filt", [Filter(tids=("a",)), Filter(vcpu=2)], ids=["tid", "vcpu"])
+def test_detail_follows_the_filters(corpus, merged, fakemem, workers, filt):
+    """A thread the filters exclude has no exit recorded, and none of its
+    events counted; without a vCPU filter, a wanted thread's events before
+    its first exit count under NO_EXIT_SEEN, with one they cannot be told."""
+    a, b, _ = workers
+    if filt.tids:
+        filt = Filter(tids=(a.tid,))
+    obj = core("handle_kvm_exit_raw", merged("debian-6.12-amd64", "kvm-intel"), filt=filt, detail=True)
+    f = Firer(fakemem, KERNELS["debian-6.12-amd64"], "vmx", obj)
+    ev = functools.partial(_detail_run, obj)
+    try:
+        for w in (a, b):
+            ev(w, "detail_kvm_pio", 1, 0x80)
+        f.fire(a, 0, 2, 30)
+        f.fire(b, 1, 5, 30)
+        for w in (a, b):
+            ev(w, "detail_kvm_pio", 1, 0x70)
+        snap = obj.read()
+    finally:
+        obj.close()
+    pid = os.getpid()
+    want = {DetailKey(CounterKey(pid, a.tid, 30, 2, 1, 0), 1, 1, 0x70): 1}
+    if filt.vcpu is None:
+        want[DetailKey(CounterKey(pid, a.tid, 0, KVMEXIT_VCPU_UNKNOWN, 0, KVMEXIT_KEY_NO_EXIT), 1, 1, 0x80)] = 1
+    assert snap.details == want
+    assert set(snap.totals) == {CounterKey(pid, a.tid, 30, 2, 1, 0)}
 
 
 def test_readout_without_batch_lookups_is_the_same(fakemem, workers, monkeypatch):

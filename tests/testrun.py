@@ -45,9 +45,9 @@ class FakeMem:
         self.obj.close()
 
 
-def core(prog, btf_path=None, filt=Filter(), max_entries=64, entry=None):
+def core(prog, btf_path=None, filt=Filter(), max_entries=64, entry=None, detail=False):
     """kvm_exit.bpf.o loaded for test runs of prog, CO-RE relocated against btf_path."""
-    return KvmExitObject(CORE_OBJECT, prog, entry, filt, max_entries, True, btf_path)
+    return KvmExitObject(CORE_OBJECT, prog, entry, filt, max_entries, True, btf_path, detail)
 
 
 def counts(obj):

@@ -14,10 +14,15 @@ KVMEXIT_ISA_MSR = 4
 KVMEXIT_VCPU_UNKNOWN = 0xFFFF
 KVMEXIT_VCPU_ANY = 0xFFFFFFFF
 KVMEXIT_KEY_NO_REASON = 0x1
+KVMEXIT_KEY_NO_EXIT = 0x2
 KVMEXIT_DENSE = 0x410
 KVMEXIT_CACHE_REASONS = 8
 KVMEXIT_MAX_TIDS = 64
-KVMEXIT_LAT_SLOTS = 32
+KVMEXIT_LAT_SHIFT = 2
+KVMEXIT_LAT_SUB = 1 << KVMEXIT_LAT_SHIFT
+KVMEXIT_LAT_SLOTS = 128
+KVMEXIT_DETAIL_PIO, KVMEXIT_DETAIL_MSR, KVMEXIT_DETAIL_MMIO, KVMEXIT_DETAIL_HYPERCALL, KVMEXIT_DETAIL_USER = 1, 2, 3, 4, 5
+KVMEXIT_DIR_READ, KVMEXIT_DIR_WRITE, KVMEXIT_DIR_NONE, KVMEXIT_DIR_READ_USER, KVMEXIT_DIR_FAST_WRITE = 0, 1, 2, 3, 4
 KVMEXIT_OWNER_ISA_SHIFT = 56
 
 
@@ -43,6 +48,7 @@ class kvmexit_cache(ct.Structure):
         ("key", kvmexit_key),
         ("drops", ct.c_uint64),
         ("untimed", ct.c_uint64),
+        ("undetailed", ct.c_uint64),
         ("nreasons", ct.c_uint32),
         ("reasons", ct.c_uint16 * KVMEXIT_CACHE_REASONS),
         ("_pad", ct.c_uint32),
@@ -66,6 +72,10 @@ class kvmexit_lat(ct.Structure):
         ("max_ns", ct.c_uint64),
         ("hist", ct.c_uint64 * KVMEXIT_LAT_SLOTS),
     ]
+
+
+class kvmexit_detail_key(ct.Structure):
+    _fields_ = [("exit", kvmexit_key), ("value", ct.c_uint64), ("kind", ct.c_uint32), ("dir", ct.c_uint32)]
 
 
 class kvmexit_tp_exit(ct.Structure):
@@ -92,7 +102,8 @@ class kvmexit_tp_msr(ct.Structure):
 
 
 assert ct.sizeof(kvmexit_key) == 16
-assert ct.sizeof(kvmexit_cache) == 64 + 8 * KVMEXIT_DENSE
+assert ct.sizeof(kvmexit_cache) == 72 + 8 * KVMEXIT_DENSE
+assert ct.sizeof(kvmexit_detail_key) == 32
 assert ct.sizeof(kvmexit_pending) == 24
 assert ct.sizeof(kvmexit_lat) == 32 + 8 * KVMEXIT_LAT_SLOTS
 
@@ -106,3 +117,4 @@ TP_VCPU_ID = (kvmexit_tp_exit.vcpu_id.offset, kvmexit_tp_exit.vcpu_id.size)
 # names in kvm_exit.bpf.c
 OBJECT_NAME = "kvm_exit"  # internal maps are then "kvm_exit.rodata" on every libbpf
 MAP_COUNTS, MAP_CACHE, MAP_GENS, MAP_PENDING, MAP_LAT = "counts", "cache", "gens", "pending", "lat_stats"
+MAP_DETAILS = "details"

@@ -24,12 +24,15 @@ EXAMPLES:
     kvmexit -i 1 -c 10             # a table of each second's exits, 10 times
     kvmexit -p 3195281 -a --wide   # per thread, with VM and thread names
     kvmexit -o json -i 5           # JSON Lines every 5 seconds
-    kvmexit --latency --hist 10    # exit handling time per reason, histograms
+    kvmexit --latency --hist 10    # exit handling time per reason: percentiles, histograms
+    kvmexit -p 3195281 --detail    # under each reason: which port, MSR, MMIO page, hypercall
+    kvmexit top                    # live full-screen rates by VM, thread and reason
     kvmexit exporter --listen 127.0.0.1:9476   # Prometheus /metrics
     kvmexit selftest               # check this host end to end (root, /dev/kvm)
 
 \b
 COMMANDS (kvmexit COMMAND -h for each):
+    top         a live full-screen view of exit rates (keys: q p r g s e f)
     selftest    trace a built-in KVM guest and check exact counts
     exporter    serve the counts to Prometheus (/metrics, textfile)
     guest       run the built-in KVM guest, a known workload
@@ -138,6 +141,9 @@ def _note(text):
 @click.option("--top", type=click.IntRange(min=1), default=None, help="print only the first TOP rows")
 @click.option("--latency", is_flag=True, help="also time each exit until the thread's next kvm_entry")
 @click.option("--hist", is_flag=True, help="with --latency: a log2 histogram per row")
+@click.option("--detail", is_flag=True,
+              help="under each reason, what the exits were about: I/O port, MSR, MMIO page, hypercall, "
+                   "exit to userspace (KVM's own tracepoints)")
 @click.option("--mode", type=click.Choice(MODES), default="auto", show_default=True,
               help="attach mode; auto picks the fastest that works")
 @click.option("--max-entries", type=click.IntRange(min=1, max=1 << 24), default=DEFAULT_MAX_ENTRIES,
@@ -147,7 +153,7 @@ def _note(text):
               help="count kvm:kvm_pio by port instead of kvm:kvm_exit (self-test of the counting path)")
 @click.version_option(__version__, "--version", prog_name="kvmexit")
 @click.argument("duration", type=click.IntRange(min=0), required=False)
-def trace(pid, tid, tids, vcpu, alltids, interval, count, cumulative, fmt, wide, top, latency, hist, mode,
+def trace(pid, tid, tids, vcpu, alltids, interval, count, cumulative, fmt, wide, top, latency, hist, detail, mode,
           max_entries, verbose, calibrate, duration):
     """Display kvm exit reasons and their counts, per VM process, vCPU thread and vCPU.
 
@@ -158,7 +164,7 @@ def trace(pid, tid, tids, vcpu, alltids, interval, count, cumulative, fmt, wide,
     view = _view(pid, tid, tids, vcpu, alltids)
     source = "kvm_pio" if calibrate else "kvm_exit"
     options = TraceOptions(Filter(tgid=pid or 0, tids=(tid,) if tid else tids or (), vcpu=vcpu), mode, source,
-                           max_entries, latency)
+                           max_entries, latency, detail)
     log = (lambda level, text: click.echo(text.rstrip("\n"), err=True)) if verbose else None
     tracer = Tracer(options, log)
     stop_on_signals()
@@ -173,7 +179,7 @@ def trace(pid, tid, tids, vcpu, alltids, interval, count, cumulative, fmt, wide,
         if source == "kvm_exit" and tracer.kbtf.flavour == "pvm":
             _note("this host's KVM (kvm_pvm) never emits kvm:kvm_exit, so no exit will be counted; "
                   "'kvmexit selftest' checks the counting path with kvm:kvm_pio instead")
-        emitter = Emitter(fmt, view, wide, top, latency, hist, max_entries, tracer.attached.kind)
+        emitter = Emitter(fmt, view, wide, top, latency, hist, max_entries, tracer.attached.kind, detail)
         if fmt == "table":
             click.echo(view.banner(duration))
         final = run(tracer, emitter, duration, interval, count, cumulative)
@@ -198,11 +204,14 @@ def _subcommand(name):
     if name == "exporter":
         from .exporter import exporter
         return exporter
+    if name == "top":
+        from .top import top
+        return top
     return None
 
 
 def main(argv=None):
-    """Entry point: `kvmexit [options] [duration]`, `kvmexit selftest|guest|exporter`."""
+    """Entry point: `kvmexit [options] [duration]`, `kvmexit selftest|guest|exporter|top`."""
     args = sys.argv[1:] if argv is None else list(argv)
     cmd, prog = trace, "kvmexit"
     sub = _subcommand(args[0]) if args else None

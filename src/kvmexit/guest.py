@@ -107,7 +107,7 @@ def assemble(steps, vcpu_id):
             raise ValueError("unknown step kind %r" % s.kind)
     code.extend(b"\xF4\xEB\xFD")  # not reached: hlt; jmp $-1
     if len(code) > CODE_STRIDE:
-        raise ValueError("vCPU program too long (%d bytes)" % len(code))
+        raise ValueError("program too long (%d bytes of code, at most %d)" % (len(code), CODE_STRIDE))
     return bytes(code)
 
 
@@ -190,7 +190,11 @@ class Guest:
             fcntl.ioctl(self._vm, KVM_SET_USER_MEMORY_REGION, region)
             self._run_size = fcntl.ioctl(self._kvm, KVM_GET_VCPU_MMAP_SIZE)
             for i, prog in enumerate(self.programs):
-                code = assemble(prog, i)
+                try:
+                    code = assemble(prog, i)
+                except ValueError as e:
+                    raise KvmexitError("vCPU %d: %s; give smaller counts (--seconds repeats a program)"
+                                       % (i, e)) from None
                 base = CODE_BASE + i * CODE_STRIDE
                 if base + CODE_STRIDE > MEM_SIZE:
                     raise KvmexitError("too many vCPUs for the built-in guest (at most %d)"
@@ -199,6 +203,9 @@ class Guest:
         except OSError as e:
             self.close()
             raise KvmexitError("cannot create a KVM guest: %s" % e) from None
+        except KvmexitError:
+            self.close()
+            raise
 
     @property
     def pid(self):

@@ -45,6 +45,10 @@ def event_dir(category, name):
     return os.path.join(tracefs(), "events", category, name)
 
 
+def event_exists(category, name):
+    return os.path.isdir(event_dir(category, name))
+
+
 _FIELD = re.compile(r"field:(?P<decl>[^;]*);\s*offset:(?P<off>\d+);\s*size:(?P<size>\d+);")
 
 

@@ -19,8 +19,8 @@ import operator
 import struct
 
 from . import _libbpf
-from .abi import KVMEXIT_CACHE_REASONS, kvmexit_cache, kvmexit_lat
-from .counts import CounterKey, LatencyStat
+from .abi import KVMEXIT_CACHE_REASONS, KVMEXIT_LAT_SLOTS, kvmexit_cache, kvmexit_lat
+from .counts import CounterKey, DetailKey, LatencyStat
 from .errors import LibbpfError
 
 KEY = struct.Struct("<IIIHBB")
@@ -28,9 +28,10 @@ KEY_SIZE = KEY.size
 CACHE_SIZE = ct.sizeof(kvmexit_cache)  # a multiple of 8, as per-CPU values are laid out
 LAT_SIZE = ct.sizeof(kvmexit_lat)
 # struct kvmexit_cache up to its reasons[], then where dense[] starts
-CACHE_HEAD = struct.Struct("<Q%ssQQI%dH" % (KEY_SIZE, KVMEXIT_CACHE_REASONS))
+CACHE_HEAD = struct.Struct("<Q%ssQQQI%dH" % (KEY_SIZE, KVMEXIT_CACHE_REASONS))
 DENSE_OFF = kvmexit_cache.dense.offset
-LAT = struct.Struct("<4Q32Q")
+LAT = struct.Struct("<4Q%dQ" % KVMEXIT_LAT_SLOTS)
+DETAIL_KEY = struct.Struct("<IIIHBBQII")     # struct kvmexit_detail_key
 ENOTSUPP = 524  # the kernel's internal "operation not supported", seen by userspace
 assert CACHE_HEAD.size <= DENSE_OFF and LAT.size == LAT_SIZE
 
@@ -48,8 +49,8 @@ def read_percpu(fd, value_size, ncpu):
     return buf.raw
 
 
-def read_hash(fd, value_size, max_entries):
-    """All entries of a hash keyed by struct kvmexit_key, as (keys, values) bytes.
+def read_hash(fd, value_size, max_entries, key_size=KEY_SIZE):
+    """All entries of a hash (keys struct kvmexit_key unless key_size says otherwise), as (keys, values) bytes.
 
     Uses BPF_MAP_LOOKUP_BATCH (kernel 5.6+) and falls back to one lookup
     per key where batching is not supported.  value_size: the whole value
@@ -57,9 +58,9 @@ def read_hash(fd, value_size, max_entries):
     """
     lib = _libbpf.load()
     chunk = max(1, min(max_entries, 4096))
-    kbuf = ct.create_string_buffer(KEY_SIZE * chunk)
+    kbuf = ct.create_string_buffer(key_size * chunk)
     vbuf = ct.create_string_buffer(value_size * chunk)
-    token = ct.create_string_buffer(KEY_SIZE)
+    token = ct.create_string_buffer(key_size)
     opts = _libbpf.bpf_map_batch_opts(sz=ct.sizeof(_libbpf.bpf_map_batch_opts))
     keys, values = [], []
     in_batch = None
@@ -69,10 +70,10 @@ def read_hash(fd, value_size, max_entries):
         err = -rc if rc < 0 else 0
         if err and err != errno.ENOENT:
             if in_batch is None and err in (errno.EINVAL, errno.EOPNOTSUPP, ENOTSUPP):
-                return _read_hash_by_key(fd, value_size)
+                return _read_hash_by_key(fd, value_size, key_size)
             raise LibbpfError(err, "bpf_map_lookup_batch")
         n = count.value
-        keys.append(kbuf.raw[:KEY_SIZE * n])
+        keys.append(kbuf.raw[:key_size * n])
         values.append(vbuf.raw[:value_size * n])
         if err == errno.ENOENT:
             break
@@ -80,10 +81,10 @@ def read_hash(fd, value_size, max_entries):
     return b"".join(keys), b"".join(values)
 
 
-def _read_hash_by_key(fd, value_size):
+def _read_hash_by_key(fd, value_size, key_size):
     lib = _libbpf.load()
     keys, values = [], []
-    prev, cur = None, ct.create_string_buffer(KEY_SIZE)
+    prev, cur = None, ct.create_string_buffer(key_size)
     vbuf = ct.create_string_buffer(value_size)
     while lib.bpf_map_get_next_key(fd, prev, cur) == 0:
         try:
@@ -94,7 +95,7 @@ def _read_hash_by_key(fd, value_size):
         else:
             keys.append(cur.raw)
             values.append(vbuf.raw)
-        prev = ct.create_string_buffer(cur.raw, KEY_SIZE)
+        prev = ct.create_string_buffer(cur.raw, key_size)
     return b"".join(keys), b"".join(values)
 
 
@@ -104,14 +105,15 @@ def cached_counts(cache):
     Args:
         cache: one CPU's struct kvmexit_cache.
     Returns:
-        ([(CounterKey, count)], drops, untimed)
+        ([(CounterKey, count)], (drops, untimed, undetailed))
     """
-    owner, key, drops, untimed, n, *reasons = CACHE_HEAD.unpack_from(cache)
+    owner, key, drops, untimed, undetailed, n, *reasons = CACHE_HEAD.unpack_from(cache)
+    losses = (drops, untimed, undetailed)
     if not owner:
-        return [], drops, untimed
+        return [], losses
     tgid, tid, _, vcpu, isa, _ = KEY.unpack(key)
     return [(CounterKey(tgid, tid, r, vcpu, isa, 0), struct.unpack_from("<Q", cache, DENSE_OFF + 8 * r)[0])
-            for r in reasons[:min(n, KVMEXIT_CACHE_REASONS)]], drops, untimed
+            for r in reasons[:min(n, KVMEXIT_CACHE_REASONS)]], losses
 
 
 def decode_keys(keys, known=None):
@@ -148,8 +150,8 @@ def combine(keys, values, ncpu, caches, known=None):
         caches: ncpu packed struct kvmexit_cache, one per CPU.
         known: decode_keys()' cache of decoded keys, or None.
     Returns:
-        ({CounterKey: total}, drops, untimed): drops and untimed summed over
-        the caches (struct kvmexit_cache says what each counts).
+        ({CounterKey: total}, (drops, untimed, undetailed)): the losses
+        summed over the caches (struct kvmexit_cache says what each counts).
     """
     vals = memoryview(values).cast("Q")
     if ncpu <= 8:
@@ -161,16 +163,15 @@ def combine(keys, values, ncpu, caches, known=None):
     sums = list(sums)
     # a key's hash values are all 0 while a cache holds its count (rare): left out
     totals = dict(itertools.compress(zip(decode_keys(keys, known), sums), sums))
-    drops, untimed, cached = 0, 0, []
+    losses, cached = (0, 0, 0), []
     for cpu, cache in enumerate(caches):
-        counts, d, u = cached_counts(cache)
-        drops += d
-        untimed += u
+        counts, lost = cached_counts(cache)
+        losses = tuple(map(operator.add, losses, lost))
         cached += [(cpu, k, n) for k, n in counts]
     for cpu, k, n in cached:
         i = _position(keys, k, len(cached))
         totals[k] = totals.get(k, 0) + n - (vals[i * ncpu + cpu] if i is not None else 0)
-    return totals, drops, untimed
+    return totals, losses
 
 
 def _position(keys, k, lookups, _index={}):
@@ -200,3 +201,14 @@ def latency_stats(keys, values):
         if v[0]:
             out[k] = LatencyStat(v[0], v[1], v[2], v[3], v[4:])
     return out
+
+
+def detail_counts(keys, values):
+    """The details map's entries (pure).
+
+    Returns:
+        {DetailKey: count}
+    """
+    counts = memoryview(values).cast("Q")
+    return {DetailKey(CounterKey(*k[:6]), k[7], k[8], k[6]): n
+            for k, n in zip(DETAIL_KEY.iter_unpack(keys), counts) if n}

@@ -3,10 +3,17 @@
 histograms, JSON Lines and CSV (pure: rows -> str, no I/O)."""
 from dataclasses import dataclass
 
+from . import details
 from .abi import KVMEXIT_VCPU_UNKNOWN
+from .counts import PERCENTILES
 
 REASON_HEADER = "KVM_EXIT_REASON"
-LATENCY_COLUMNS = ("TOTAL_us", "MIN_us", "AVG_us", "MAX_us")
+LATENCY_COLUMNS = ("TOTAL_us", "MIN_us", "AVG_us") + tuple("P%d_us" % p for p in PERCENTILES) + ("MAX_us",)
+
+
+def latency_values(s):
+    """A LatencyStat's numbers in LATENCY_COLUMNS' order, in ns."""
+    return (s.total_ns, s.min_ns, s.avg_ns) + tuple(s.percentile(p) for p in PERCENTILES) + (s.max_ns,)
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,9 @@ def table(view, rows, wide=False, names=None, latency=False):
             "TID" (-p -a) or "TIDS" (-T).
         wide: add VM and COMM columns (needs names, a procinfo.Names).
         latency: add exit-to-entry time columns (rows carry .lat).
+
+    A row's --detail (rows carry .detail) follows it, one line each,
+    indented under the reason.
     """
     cols = _columns(view, wide)
     head = "".join("%-*s " % (w, h) for h, w, _ in cols) + "%-35s " % REASON_HEADER
@@ -53,16 +63,17 @@ def table(view, rows, wide=False, names=None, latency=False):
     for r in rows:
         line = "".join("%-*s " % (w, f(r, names)) for _, w, f in cols) + "%-35s %-8u" % (r.name, r.count)
         if latency:
-            s = r.lat
-            line += " " + " ".join("%10.2f" % (v / 1000.0) for v in (
-                (s.total_ns, s.min_ns, s.avg_ns, s.max_ns) if s else (0, 0, 0, 0)))
+            line += " " + " ".join("%10.2f" % (v / 1000.0)
+                                   for v in (latency_values(r.lat) if r.lat else (0,) * len(LATENCY_COLUMNS)))
         lines.append(line)
+        indent = "".join("%-*s " % (w, "") for _, w, _ in cols)
+        lines += [indent + "  %-33s %-8u" % (d.label, d.count) for d in r.detail]
     return "\n".join(lines)
 
 
 def histogram(stat, indent=""):
     """bcc's log2 histogram of one LatencyStat's exit-to-entry times, in ns."""
-    hist = stat.hist
+    hist = stat.log2_hist()
     last = max((i for i, c in enumerate(hist) if c), default=-1)
     if last < 0:
         return ""
@@ -90,30 +101,45 @@ def losses_footer(snap, max_entries):
     if snap.untimed:
         lines.append("Untimed %d exits: the latency maps (%d entries) were full; raise --max-entries"
                      % (snap.untimed, max_entries))
+    if snap.undetailed:
+        lines.append("Undetailed %d KVM events: the details map (%d entries) was full; raise --max-entries"
+                     % (snap.undetailed, max_entries))
+    if snap.details_skipped:
+        lines.append("Missed %d KVM events for --detail: the kernel skipped a detail program while another "
+                     "run of it was preempted on the same CPU" % snap.details_skipped)
     return "\n".join(lines)
 
 
-def _row_dict(r, names, latency):
+def _detail_dict(d):
+    return {"kind": details.KINDS.get(d.kind, str(d.kind)), "dir": details.dir_name(d.kind, d.dir),
+            "value": d.value, "name": details.name(d.kind, d.value) or None, "count": d.count}
+
+
+def _row_dict(r, names, latency, detail=False):
     d = {"pid": r.tgid, "tid": r.tid, "vcpu": None if r.vcpu == KVMEXIT_VCPU_UNKNOWN else r.vcpu,
          "vm": names.vm(r.tgid), "comm": names.comm(r.tgid, r.tid), "isa": r.isa_name,
          "reason": r.reason, "reason_name": r.name, "count": r.count}
     if latency:
         s = r.lat
-        d["latency"] = None if s is None else {"count": s.count, "total_ns": s.total_ns, "min_ns": s.min_ns,
-                                               "avg_ns": round(s.avg_ns, 1), "max_ns": s.max_ns,
-                                               "hist_log2_ns": list(s.hist)}
+        d["latency"] = None if s is None else dict(
+            {"count": s.count, "total_ns": s.total_ns, "min_ns": s.min_ns, "avg_ns": round(s.avg_ns, 1)},
+            **{"p%d_ns" % p: round(s.percentile(p), 1) for p in PERCENTILES}, max_ns=s.max_ns,
+            hist_log2_ns=s.log2_hist())
+    if detail:
+        d["detail"] = [_detail_dict(x) for x in r.detail]
     return d
 
 
-def json_record(timestamp, interval, rows, snap, mode, names, latency=False):
+def json_record(timestamp, interval, rows, snap, mode, names, latency=False, detail=False):
     """One JSON Lines record: an interval's (or the whole run's) exits.
 
     Keys: timestamp (ISO 8601), interval (seconds, null for one run), mode,
     drops (map full), skipped (exits the kernel skipped the program for),
-    [entries_skipped, untimed (--latency, losses_footer says what they
-    are),] exits: [{pid, tid, vcpu, vm, comm, isa, reason, reason_name,
-    count[, latency]}], rows of report.rows(..., "full"); snap: the
-    Snapshot the rows are of, for its losses.
+    [entries_skipped, untimed (--latency), undetailed, details_skipped
+    (--detail): losses_footer says what they are,] exits: [{pid, tid,
+    vcpu, vm, comm, isa, reason, reason_name, count[, latency][, detail:
+    [{kind, dir, value, name, count}]]}], rows of report.rows(...,
+    "full"); snap: the Snapshot the rows are of, for its losses.
     """
     import json  # machine output only: kept off the start-up path
     rec = {"timestamp": timestamp, "interval": interval, "mode": mode, "drops": snap.drops,
@@ -121,35 +147,46 @@ def json_record(timestamp, interval, rows, snap, mode, names, latency=False):
     if latency:
         rec["entries_skipped"] = snap.entries_skipped
         rec["untimed"] = snap.untimed
-    rec["exits"] = [_row_dict(r, names, latency) for r in rows]
+    if detail:
+        rec["undetailed"] = snap.undetailed
+        rec["details_skipped"] = snap.details_skipped
+    rec["exits"] = [_row_dict(r, names, latency, detail) for r in rows]
     return json.dumps(rec, sort_keys=False)
 
 
 CSV_HEADER = ["timestamp", "interval", "pid", "tid", "vcpu", "vm", "comm", "isa", "reason", "reason_name", "count"]
-CSV_LATENCY = ["total_ns", "min_ns", "avg_ns", "max_ns"]
+CSV_LATENCY = ["total_ns", "min_ns", "avg_ns"] + ["p%d_ns" % p for p in PERCENTILES] + ["max_ns"]
+CSV_DETAIL = ["detail_kind", "detail_dir", "detail_value", "detail_name", "detail_count"]
 
 
-def csv_rows(timestamp, interval, rows, snap, names, latency=False, header=False):
+def csv_rows(timestamp, interval, rows, snap, names, latency=False, header=False, detail=False):
     """CSV lines (a header row first when header); events not counted as
     rows named DROPPED (map full), SKIPPED (exits the kernel skipped the
-    program for), ENTRIES_SKIPPED and UNTIMED (--latency)."""
+    program for), ENTRIES_SKIPPED and UNTIMED (--latency), UNDETAILED and
+    DETAILS_SKIPPED (--detail).  With --detail, each exit row is followed
+    by one row per detail: the exit's columns again, then the detail's."""
     import csv
     import io
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
+    extra = (CSV_LATENCY if latency else []) + (CSV_DETAIL if detail else [])
     if header:
-        w.writerow(CSV_HEADER + (CSV_LATENCY if latency else []))
+        w.writerow(CSV_HEADER + extra)
     iv = "" if interval is None else interval
     for r in rows:
-        d = _row_dict(r, names, latency)
+        d = _row_dict(r, names, latency, detail)
         line = [timestamp, iv, d["pid"], d["tid"], "" if d["vcpu"] is None else d["vcpu"], d["vm"], d["comm"],
                 d["isa"], d["reason"], d["reason_name"], d["count"]]
         if latency:
             s = r.lat
-            line += [s.total_ns, s.min_ns, round(s.avg_ns, 1), s.max_ns] if s else ["", "", "", ""]
-        w.writerow(line)
+            line += [round(v, 1) if isinstance(v, float) else v for v in latency_values(s)] if s \
+                else [""] * len(CSV_LATENCY)
+        w.writerow(line + ([""] * len(CSV_DETAIL) if detail else []))
+        for x in d.get("detail", ()):
+            w.writerow(line + [x["kind"], x["dir"] or "", x["value"], x["name"] or "", x["count"]])
     for name, n in (("DROPPED", snap.drops), ("SKIPPED", snap.skipped), ("ENTRIES_SKIPPED", snap.entries_skipped),
-                    ("UNTIMED", snap.untimed)):
+                    ("UNTIMED", snap.untimed), ("UNDETAILED", snap.undetailed),
+                    ("DETAILS_SKIPPED", snap.details_skipped)):
         if n:
-            w.writerow([timestamp, iv, "", "", "", "", "", "", "", name, n] + ([""] * 4 if latency else []))
+            w.writerow([timestamp, iv, "", "", "", "", "", "", "", name, n] + [""] * len(extra))
     return out.getvalue()

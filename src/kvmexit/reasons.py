@@ -7,7 +7,8 @@ as bcc's kvmexit prints them; SVM exception intercepts use the kernel's own
 names ("PF excp").  tests/test_reasons.py checks these tables against the
 running kernel's kvm_exit print fmt.
 """
-from .abi import KVMEXIT_ISA_MSR, KVMEXIT_ISA_PIO, KVMEXIT_ISA_SVM, KVMEXIT_ISA_VMX, KVMEXIT_KEY_NO_REASON
+from .abi import (KVMEXIT_ISA_MSR, KVMEXIT_ISA_PIO, KVMEXIT_ISA_SVM, KVMEXIT_ISA_VMX, KVMEXIT_KEY_NO_EXIT,
+                  KVMEXIT_KEY_NO_REASON)
 
 # Source: arch/x86/include/uapi/asm/vmx.h, VMX_EXIT_REASONS (Linux 6.18),
 # plus 6 OTHER_SMI (Intel SDM vol. 3C, appendix C) and 76 SEAMCALL (uapi, Oct 2025).
@@ -124,6 +125,8 @@ def decode(isa, reason, flags=0):
         reason: the full 32-bit reason (VMX flag bits included).
         flags: kvmexit_key.flags.
     """
+    if flags & KVMEXIT_KEY_NO_EXIT:
+        return "NO_EXIT_SEEN"     # --detail: events of a thread before its first exit was seen
     if flags & KVMEXIT_KEY_NO_REASON:
         return "UNREADABLE"
     if isa == KVMEXIT_ISA_VMX:

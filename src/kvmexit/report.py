@@ -2,6 +2,7 @@
 """Aggregation and ordering of counts (pure: no I/O, no ctypes)."""
 from dataclasses import dataclass
 
+from . import details
 from .abi import KVMEXIT_VCPU_UNKNOWN
 from .reasons import ISA_NAMES, decode
 
@@ -15,6 +16,19 @@ VIEW_KEYS = {
 
 
 @dataclass(frozen=True)
+class DetailCount:
+    """KVM events of one kind, direction and value under a row's exits (--detail)."""
+    kind: int
+    dir: int
+    value: int
+    count: int
+
+    @property
+    def label(self):
+        return details.label(self.kind, self.dir, self.value)
+
+
+@dataclass(frozen=True)
 class ExitCount:
     """One row: exits of one reason, summed over what the view collapses."""
     count: int
@@ -25,6 +39,7 @@ class ExitCount:
     tid: int = 0
     vcpu: int = KVMEXIT_VCPU_UNKNOWN
     lat: object = None   # counts.LatencyStat with --latency
+    detail: tuple = ()   # DetailCount, most first, with --detail
 
     @property
     def name(self):
@@ -35,15 +50,30 @@ class ExitCount:
         return ISA_NAMES.get(self.isa, str(self.isa))
 
 
+def _row_key(key, keep):
+    """What of a CounterKey a view keeps: its row."""
+    return tuple(getattr(key, f) for f in keep) + (key.isa, key.reason, key.flags)
+
+
 def _collapse(items, keep, add):
     agg = {}
     for key, v in items:
-        k = tuple(getattr(key, f) for f in keep) + (key.isa, key.reason, key.flags)
+        k = _row_key(key, keep)
         agg[k] = add(agg[k], v) if k in agg else v
     return agg
 
 
-def rows(totals, view, latency=None, top=None):
+def _details(detail_counts, keep):
+    """{row key: (DetailCount, ...)} of --detail's counts collapsed like their exits."""
+    by_row = {}
+    for d, n in detail_counts.items():
+        row, kdv = by_row.setdefault(_row_key(d.exit, keep), {}), (d.kind, d.dir, d.value)
+        row[kdv] = row.get(kdv, 0) + n
+    return {k: tuple(sorted((DetailCount(*kdv, n) for kdv, n in d.items()),
+                            key=lambda c: (-c.count, c.kind, c.dir, c.value))) for k, d in by_row.items()}
+
+
+def rows(totals, view, latency=None, top=None, detail_counts=None):
     """Collapse totals to a view's rows, sorted by count descending.
 
     Ties go to the higher reason code first (bcc kvmexit's order), then to
@@ -54,15 +84,18 @@ def rows(totals, view, latency=None, top=None):
         view: a VIEW_KEYS key.
         latency: {counts.CounterKey: counts.LatencyStat} to attach to the rows, or None.
         top: keep only the first top rows.
+        detail_counts: {counts.DetailKey: count} to attach to the rows (a
+            row of 0 exits holds details whose exit was not counted).
     """
     keep = VIEW_KEYS[view]
     agg = _collapse(totals.items(), keep, lambda a, b: a + b)
     lat = _collapse(latency.items(), keep, lambda a, b: a + b) if latency else {}
+    det = _details(detail_counts, keep) if detail_counts else {}
     out = []
-    for k, count in agg.items():
+    for k in list(agg) + [k for k in det if k not in agg]:
         fields = dict(zip(keep, k))
         isa, reason, flags = k[len(keep):]
-        out.append(ExitCount(count, isa, reason, flags, fields.get("tgid", 0), fields.get("tid", 0),
-                             fields.get("vcpu", KVMEXIT_VCPU_UNKNOWN), lat.get(k)))
+        out.append(ExitCount(agg.get(k, 0), isa, reason, flags, fields.get("tgid", 0), fields.get("tid", 0),
+                             fields.get("vcpu", KVMEXIT_VCPU_UNKNOWN), lat.get(k), det.get(k, ())))
     out.sort(key=lambda r: (-r.count, -r.reason, -r.isa, r.tgid, r.tid))
     return out[:top] if top else out

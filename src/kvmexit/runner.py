@@ -17,14 +17,14 @@ class Emitter:
     Args:
         fmt: "table", "json" or "csv".
         view: output.View (tables).
-        wide, top, latency, hist: the options of those names.
+        wide, top, latency, hist, detail: the options of those names.
         max_entries: the counts map's capacity (named in the drops footer).
         mode: the attach mode (JSON).
     """
 
-    def __init__(self, fmt, view, wide, top, latency, hist, max_entries, mode):
+    def __init__(self, fmt, view, wide, top, latency, hist, max_entries, mode, detail=False):
         self.fmt, self.view = fmt, view
-        self.wide, self.top, self.latency, self.hist = wide, top, latency, hist
+        self.wide, self.top, self.latency, self.hist, self.detail = wide, top, latency, hist, detail
         self.max_entries, self.mode = max_entries, mode
         self.names = procinfo.Names()
         self.names_wanted = fmt != "table" or wide
@@ -40,7 +40,7 @@ class Emitter:
     def emit(self, snap, interval=None, stamp=False):
         now = time.time()
         if self.fmt == "table":
-            rows = report.rows(snap.totals, self.view.key, snap.latency, self.top)
+            rows = report.rows(snap.totals, self.view.key, snap.latency, self.top, snap.details)
             if stamp:
                 click.echo(time.strftime("%H:%M:%S", time.localtime(now)))
             click.echo(output.table(self.view, rows, self.wide, self.names, self.latency))
@@ -55,13 +55,14 @@ class Emitter:
             if footer:
                 click.echo(footer)
             return rows
-        rows = report.rows(snap.totals, "full", snap.latency, self.top)
+        rows = report.rows(snap.totals, "full", snap.latency, self.top, snap.details)
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + ".%03d+00:00" % (now % 1 * 1000)
         if self.fmt == "json":
-            click.echo(output.json_record(ts, interval, rows, snap, self.mode, self.names, self.latency))
+            click.echo(output.json_record(ts, interval, rows, snap, self.mode, self.names, self.latency,
+                                          self.detail))
         else:
             click.echo(output.csv_rows(ts, interval, rows, snap, self.names, self.latency,
-                                       header=self.csv_header), nl=False)
+                                       header=self.csv_header, detail=self.detail), nl=False)
             self.csv_header = False
         return rows
 
@@ -106,7 +107,8 @@ def run(tracer, emitter, duration, interval, count, cumulative):
     """
     start = time.monotonic()
     end = start + duration if duration is not None else float("inf")
-    prev, n = Snapshot({}, latency={} if tracer.options.latency else None), 0
+    prev, n = Snapshot({}, latency={} if tracer.options.latency else None,
+                       details={} if tracer.options.detail else None), 0
     tick = (lambda: emitter.prime(tracer.read())) if emitter.names_wanted else None
     stopped = False
     while interval is not None and not stopped:

@@ -10,9 +10,11 @@ import os
 
 import click
 
-from .abi import KVMEXIT_ISA_PIO, KVMEXIT_ISA_SVM, KVMEXIT_ISA_VMX
+from . import details
+from .abi import (KVMEXIT_DETAIL_MSR, KVMEXIT_DETAIL_PIO, KVMEXIT_DETAIL_USER, KVMEXIT_DIR_NONE, KVMEXIT_DIR_READ,
+                  KVMEXIT_DIR_WRITE, KVMEXIT_ISA_PIO, KVMEXIT_ISA_SVM, KVMEXIT_ISA_VMX, KVMEXIT_KEY_NO_EXIT)
 from .errors import KvmexitError
-from .guest import Guest, Step, expected_exits
+from .guest import DONE_PORT, KVM_EXIT_HLT, KVM_EXIT_IO, MSR_MISC_ENABLE, SYNC_PORT, Guest, Step, expected_exits
 from .reasons import decode
 from .skeleton import Filter
 from .tracer import MODES, TraceOptions, Tracer
@@ -25,6 +27,15 @@ REASON_OF = {
 
 
 ISA_LABEL = {KVMEXIT_ISA_VMX: "VMX", KVMEXIT_ISA_SVM: "SVM"}
+# --detail: the KVM events each guest instruction causes, (kind, dir, value),
+# the built-in guest having no in-kernel device (every I/O and hlt goes to it)
+INSN_DETAILS = {
+    "out": lambda port: [(KVMEXIT_DETAIL_PIO, KVMEXIT_DIR_WRITE, port), (KVMEXIT_DETAIL_USER, KVMEXIT_DIR_NONE, KVM_EXIT_IO)],
+    "rdmsr": lambda port: [(KVMEXIT_DETAIL_MSR, KVMEXIT_DIR_READ, MSR_MISC_ENABLE)],
+    "wrmsr": lambda port: [(KVMEXIT_DETAIL_MSR, KVMEXIT_DIR_WRITE, MSR_MISC_ENABLE)],
+    "hlt": lambda port: [(KVMEXIT_DETAIL_USER, KVMEXIT_DIR_NONE, KVM_EXIT_HLT)],
+    "cpuid": lambda port: [],
+}
 
 
 def workload(nvcpus=2):
@@ -59,7 +70,7 @@ def expected_counts(programs, tids, isa):
     return exp
 
 
-def compare(expected, seen, isa, exact_set=True, skipped=0):
+def compare(expected, seen, isa, exact_set=True, skipped=0, describe=None, width=24):
     """Lines describing each check, the number that failed, and the number
     short but accounted for (pure).
 
@@ -68,15 +79,18 @@ def compare(expected, seen, isa, exact_set=True, skipped=0):
     missing in all (skipped, Snapshot.skipped): nothing was lost silently.
 
     Args:
-        expected: {(tid, reason): count}.
-        seen: {(tid, reason): count}.
+        expected: {(tid, reason): count}, or {(tid, *what): count} with describe.
+        seen: the same for what was counted.
         exact_set: also fail on counted (tid, reason) pairs not expected.
+        describe: callable(*what) -> text; default: the reason's name in isa.
+        width: of the described column.
     """
-    checks = [(tid, reason, want, seen.get((tid, reason), 0)) for (tid, reason), want in sorted(expected.items())]
-    shortfall = sum(want - got for _, _, want, got in checks if got < want)
+    describe = describe or (lambda reason: decode(isa, reason))
+    checks = [(k, want, seen.get(k, 0)) for k, want in sorted(expected.items())]
+    shortfall = sum(want - got for _, want, got in checks if got < want)
     accounted = 0 < shortfall <= skipped
     lines, bad, short = [], 0, 0
-    for tid, reason, want, got in checks:
+    for (tid, *what), want, got in checks:
         if got == want:
             status, op = "ok  ", "=="
         elif got < want and accounted:
@@ -85,22 +99,55 @@ def compare(expected, seen, isa, exact_set=True, skipped=0):
         else:
             status, op = "FAIL", "!="
             bad += 1
-        lines.append("  %s tid %-8d %-24s %8d %s %d" % (status, tid, decode(isa, reason), got, op, want))
+        lines.append("  %s tid %-8d %-*s %8d %s %d" % (status, tid, width, describe(*what), got, op, want))
     if exact_set:
-        for (tid, reason), got in sorted(seen.items()):
-            if (tid, reason) not in expected:
+        for (tid, *what), got in sorted(seen.items()):
+            if (tid, *what) not in expected:
                 bad += 1
-                lines.append("  FAIL tid %-8d %-24s %8d unexpected" % (tid, decode(isa, reason), got))
+                lines.append("  FAIL tid %-8d %-*s %8d unexpected" % (tid, width, describe(*what), got))
     if skipped:
         lines.append("  %s %d short in all; the kernel skipped the program for %d events and said so"
                      % ("ok  " if accounted or not shortfall else "FAIL", shortfall, skipped))
     return lines, bad, short
 
 
-def run_traced(source, mode, programs, migrate=50):
+def expected_details(programs, tids, isa):
+    """{(tid, reason, kind, dir, value): count} of --detail (pure): each
+    instruction's KVM events under the exit it is handled in, the last
+    `out`'s port with the calibration hook (isa KVMEXIT_ISA_PIO)."""
+    exp = {}
+    for tid, prog in zip(tids, programs):
+        reason = None
+        for s in list(prog) + [Step("out", 1, DONE_PORT)]:
+            if s.count <= 0:
+                continue
+            kind = "out" if s.kind == "sync" else s.kind
+            port = SYNC_PORT if s.kind == "sync" else s.port
+            events = [("rdmsr", 1)] if kind == "wrmsr" else []
+            for insn, n in events + [(kind, s.count)]:
+                if isa == KVMEXIT_ISA_PIO:
+                    reason = port if insn == "out" else reason
+                else:
+                    reason = REASON_OF[isa][insn]
+                for detail in INSN_DETAILS[insn](port):
+                    k = (tid, reason) + detail
+                    exp[k] = exp.get(k, 0) + n
+    return exp
+
+
+def by_tid_detail(snap, isa):
+    seen = {}
+    for d, n in (snap.details or {}).items():
+        if d.exit.isa == isa or d.exit.flags & KVMEXIT_KEY_NO_EXIT:
+            k = (d.exit.tid, d.exit.reason, d.kind, d.dir, d.value)
+            seen[k] = seen.get(k, 0) + n
+    return seen
+
+
+def run_traced(source, mode, programs, migrate=50, detail=False):
     """Trace source while the guest runs programs; return (tracer info, guest tids, totals)."""
     ncpu = len(os.sched_getaffinity(0))
-    tracer = Tracer(TraceOptions(Filter(tgid=os.getpid()), mode, source))
+    tracer = Tracer(TraceOptions(Filter(tgid=os.getpid()), mode, source, detail=detail))
     try:
         tracer.start()
         g = Guest(programs, affinity=migrate_every(migrate, ncpu) if migrate else None)
@@ -148,17 +195,29 @@ def selftest(vcpus, mode):
                          exact_set=False, skipped=snap.skipped), snap)
                 for isa in sorted(seen_isas & set(REASON_OF))]
 
+    detail_source = "kvm_exit" if seen_isas & set(REASON_OF) else "kvm_pio"
     tracer, tids, snap = run_traced("kvm_pio", mode, programs)
     sections.append(("calibration, kvm:kvm_pio through the same counting code, %s mode:" % tracer.attached.kind,
                      compare(expected_counts(programs, tids, KVMEXIT_ISA_PIO), by_tid_reason(snap, KVMEXIT_ISA_PIO),
                              KVMEXIT_ISA_PIO, skipped=snap.skipped), snap))
+
+    # --detail: each exit's KVM events, under the exits of the source that fired
+    tracer, tids, snap = run_traced(detail_source, mode, programs, detail=True)
+    for isa in sorted({k.isa for k in snap.totals if k.tid in tids} & (set(REASON_OF) | {KVMEXIT_ISA_PIO})):
+        def describe(reason, kind, d, value, isa=isa):
+            return "%s: %s" % (decode(isa, reason), details.label(kind, d, value))
+        sections.append(("--detail, %s under %s exits, %s mode:" % (
+            "KVM's events" if detail_source == "kvm_exit" else "kvm:kvm_pio/kvm_msr/kvm_userspace_exit",
+            ISA_LABEL.get(isa, "calibration"), tracer.attached.kind),
+            compare(expected_details(programs, tids, isa), by_tid_detail(snap, isa), isa,
+                    skipped=snap.skipped + snap.details_skipped, describe=describe, width=46), snap))
     for title, (lines, bad, miss), snap in sections:
         click.echo(title)
         click.echo("\n".join(lines))
         checks, failed, short = checks + len(expected_lines(lines)), failed + bad, short + miss
-        if snap.drops:
+        if snap.drops or snap.undetailed:
             failed += 1
-            click.echo("  FAIL %d events dropped: the counts map was full" % snap.drops)
+            click.echo("  FAIL %d events dropped: a map was full" % (snap.drops + snap.undetailed))
 
     if failed:
         click.echo("FAIL: %d of %d counts differ" % (failed, checks))

@@ -5,9 +5,9 @@ it loads the object with exactly the programs asked for and the filter in
 live reads consistent, and closes it all on one path."""
 from dataclasses import dataclass
 
-from . import maps
-from .abi import (KVMEXIT_MAX_TIDS, KVMEXIT_VCPU_ANY, MAP_CACHE, MAP_COUNTS, MAP_GENS, MAP_LAT, MAP_PENDING,
-                  OBJECT_NAME)
+from . import kernel, maps
+from .abi import (KVMEXIT_MAX_TIDS, KVMEXIT_VCPU_ANY, MAP_CACHE, MAP_COUNTS, MAP_DETAILS, MAP_GENS, MAP_LAT,
+                  MAP_PENDING, OBJECT_NAME)
 from .bpfobject import BpfObject, package_object
 from .counts import Snapshot
 from .errors import KvmexitError
@@ -18,6 +18,11 @@ LEGACY_OBJECT = "kvm_exit_legacy.bpf.o"
 # programs change owners in a few instructions, so a retry is rare and a
 # thousand of them is never seen
 CACHE_TRIES = 1000
+# --detail: KVM's events while it handles an exit -> the raw_tp program
+# counting each (in both objects)
+DETAIL_PROGRAMS = {"kvm_pio": "detail_kvm_pio", "kvm_msr": "detail_kvm_msr", "kvm_mmio": "detail_kvm_mmio",
+                   "kvm_fast_mmio": "detail_kvm_fast_mmio", "kvm_hypercall": "detail_kvm_hypercall",
+                   "kvm_userspace_exit": "detail_kvm_userspace_exit"}
 
 
 @dataclass(frozen=True)
@@ -47,18 +52,23 @@ class KvmExitObject:
         max_entries: capacity of the counts map (and of the latency maps).
         tp_has_vcpu_id: the kvm_exit record carries vcpu_id (tracepoint programs).
         btf_custom_path: BTF to relocate against instead of the kernel's (tests).
+        detail: also load DETAIL_PROGRAMS (--detail).
     """
 
     def __init__(self, obj_file, exit_prog, entry_prog=None, filt=Filter(), max_entries=16384,
-                 tp_has_vcpu_id=False, btf_custom_path=None):
+                 tp_has_vcpu_id=False, btf_custom_path=None, detail=False):
         self.exit_prog, self.entry_prog, self.max_entries = exit_prog, entry_prog, max_entries
+        self.detail = detail
+        self.absent = []         # --detail's tracepoints this kernel lacks
         self.obj = BpfObject(package_object(obj_file), OBJECT_NAME, btf_custom_path)
         try:
-            self.obj.load_only({exit_prog, entry_prog} - {None})
+            self.obj.load_only({exit_prog, entry_prog} - {None} | (set(DETAIL_PROGRAMS.values()) if detail else set()))
             self.obj.set_max_entries(MAP_COUNTS, max_entries)
-            for m in (MAP_PENDING, MAP_LAT):
-                self.obj.set_max_entries(m, max_entries if entry_prog else 1)
-            self.obj.set_rodata(dict(filt.rodata(), tp_has_vcpu_id=tp_has_vcpu_id, latency=entry_prog is not None))
+            self.obj.set_max_entries(MAP_PENDING, max_entries if entry_prog or detail else 1)
+            self.obj.set_max_entries(MAP_LAT, max_entries if entry_prog else 1)
+            self.obj.set_max_entries(MAP_DETAILS, max_entries if detail else 1)
+            self.obj.set_rodata(dict(filt.rodata(), tp_has_vcpu_id=tp_has_vcpu_id, latency=entry_prog is not None,
+                                     detail=detail))
             self.obj.load()
         except BaseException:
             self.obj.close()
@@ -69,10 +79,18 @@ class KvmExitObject:
         self._known = {}         # keys decoded by earlier reads (maps.decode_keys)
 
     def attach(self, kind, source="kvm_exit"):
-        """Attach the exit program to source, and the entry program to kvm_entry."""
+        """Attach the exit program to source, the entry program to kvm_entry,
+        then each detail program to its tracepoint (after the exit program:
+        on a shared tracepoint the exit is recorded first); a tracepoint
+        this kernel lacks goes to .absent."""
         self.obj.attach(self.exit_prog, kind, source)
         if self.entry_prog:
             self.obj.attach(self.entry_prog, kind, "kvm_entry")
+        for tp, prog in DETAIL_PROGRAMS.items() if self.detail else ():
+            if not kernel.event_exists("kvm", tp):
+                self.absent.append(tp)
+                continue
+            self.obj.attach(prog, "raw_tp", tp)
 
     def detach(self):
         """Stop counting; the maps stay readable until close()."""
@@ -118,13 +136,19 @@ class KvmExitObject:
         """
         caches = self._caches()
         keys, values = maps.read_hash(self.obj.map_fd(MAP_COUNTS), 8 * self.ncpu, self.max_entries)
-        totals, drops, untimed = maps.combine(keys, values, self.ncpu, caches, self._known)
-        lat, entries_skipped = None, 0
+        totals, (drops, untimed, undetailed) = maps.combine(keys, values, self.ncpu, caches, self._known)
+        lat, entries_skipped, details = None, 0, None
         if self.entry_prog:
             keys, values = maps.read_hash(self.obj.map_fd(MAP_LAT), self.lat_size, self.max_entries)
             lat = maps.latency_stats(keys, values)
             entries_skipped = self.obj.prog_misses(self.entry_prog)
-        return Snapshot(totals, drops, lat, self.obj.prog_misses(self.exit_prog), entries_skipped, untimed)
+        details_skipped = 0
+        if self.detail:
+            keys, values = maps.read_hash(self.obj.map_fd(MAP_DETAILS), 8, self.max_entries, maps.DETAIL_KEY.size)
+            details = maps.detail_counts(keys, values)
+            details_skipped = sum(self.obj.prog_misses(p) for p in DETAIL_PROGRAMS.values())
+        return Snapshot(totals, drops, lat, self.obj.prog_misses(self.exit_prog), entries_skipped, untimed,
+                        details, undetailed, details_skipped)
 
     # what benchmarks and tests look at
     def prog_stats(self, prog=None):

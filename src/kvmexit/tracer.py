@@ -51,12 +51,15 @@ class TraceOptions:
     source: "kvm_exit", or a calibration hook ("kvm_pio", "kvm_msr").
     max_entries: capacity of the counts map in (thread, reason) pairs.
     latency: also time each exit until the thread's next kvm_entry.
+    detail: also count KVM's events (port, MSR, MMIO page, hypercall, exit
+        to userspace) under the exit each thread handles.
     """
     filt: Filter = Filter()
     mode: str = "auto"
     source: str = "kvm_exit"
     max_entries: int = DEFAULT_MAX_ENTRIES
     latency: bool = False
+    detail: bool = False
 
 
 @dataclass(frozen=True)
@@ -162,7 +165,7 @@ class Tracer:
             obj = None
             try:
                 obj = KvmExitObject(a.obj, a.prog, ENTRY_PROGRAMS[a.kind] if o.latency else None, o.filt,
-                                    o.max_entries, tp_vcpu)
+                                    o.max_entries, tp_vcpu, detail=o.detail)
                 obj.attach(a.kind, o.source)
             except KvmexitError as e:
                 if obj is not None:
@@ -170,6 +173,9 @@ class Tracer:
                 self.failures.append((a, e))
                 continue
             self.object, self.attached = obj, a
+            if obj.absent:
+                self.notes.append("--detail: this kernel has no %s tracepoint, so those details are not shown"
+                                  % " or ".join("kvm:" + t for t in obj.absent))
             return self
         a, e = self.failures[0]
         raise KvmexitError(_hint(e) or "cannot trace %s (%s mode failed: %s); run with --verbose for libbpf's log"

@@ -6,6 +6,14 @@ import re
 
 from kvmexit.guest import DONE_PORT, SYNC_PORT, Step, expected_exits, parse_program
 
+# --detail: what KVM traces while it handles each instruction's exit, as
+# kvmexit's JSON names it (kind, dir, value), the guest having no in-kernel
+# device: every out and hlt goes to userspace (include/uapi/linux/kvm.h:
+# KVM_EXIT_IO 2, KVM_EXIT_HLT 5); the guest's MSR is IA32_MISC_ENABLE
+DETAILS = {"out": lambda port: [("pio", "out", port), ("userspace", None, 2)],
+           "rdmsr": lambda port: [("msr", "rdmsr", 0x1A0)], "wrmsr": lambda port: [("msr", "wrmsr", 0x1A0)],
+           "hlt": lambda port: [("userspace", None, 5)], "cpuid": lambda port: []}
+
 # The exit each guest instruction causes (arch/x86/include/uapi/asm/vmx.h, svm.h)
 VMX, SVM = 1, 2
 CAUSED = {
@@ -47,6 +55,42 @@ def steps_exits(steps, isa):
             code = CAUSED[isa][kind][0]
             exp[code] = exp.get(code, 0) + n
     return exp
+
+
+def steps_details(steps, isa):
+    """{(reason, kind, dir, value): events} of --detail for a list of steps
+    (as steps_exits: the steps carry their own last out)."""
+    exits = expected_exits(steps)
+    exits[("out", DONE_PORT)] -= 1
+    exp = {}
+    for (kind, port), n in exits.items():
+        for detail in DETAILS[kind](port) if n else ():
+            k = (CAUSED[isa][kind][0],) + detail
+            exp[k] = exp.get(k, 0) + n
+    return exp
+
+
+def json_details(text):
+    """{(tid, reason, kind, dir, value): count} of a kvmexit --detail -o json record."""
+    rec = json.loads(text)
+    return {(e["tid"], e["reason"], d["kind"], d["dir"], d["value"]): d["count"]
+            for e in rec["exits"] for d in e["detail"]}
+
+
+def parse_detail_table(text):
+    """A kvmexit -p PID -a --detail table: {(tid, reason name, detail label): count},
+    the exit rows under label None."""
+    lines = [l for l in text.splitlines() if l.strip()]
+    head = next(i for i, l in enumerate(lines) if "KVM_EXIT_REASON" in l)
+    out, row = {}, None
+    for l in lines[head + 1:]:
+        parts = l.split()
+        if l.startswith(" "):
+            out[row + (" ".join(parts[:-1]),)] = int(parts[-1])
+        else:
+            row = (int(parts[0]), " ".join(parts[1:-1]))
+            out[row + (None,)] = int(parts[-1])
+    return out
 
 
 def json_rows(text):

@@ -173,6 +173,8 @@ def views():
         "tids": ["-T", "%d,%d" % (tids[1], tids[0])],
         "json": ["-p", pid, "-o", "json"],
         "latency": ["-p", pid, "--latency", "-o", "json"],
+        "detail": ["-p", pid, "-a", "--detail"],
+        "detail_json": ["-p", pid, "--detail", "-o", "json"],
     }
     log("views: starting %d tracers and the exporter" % (len(argv) + 2))
     tracers = {name: Proc(name, ["kvmexit", "--verbose"] + a) for name, a in argv.items()}
@@ -211,7 +213,8 @@ def views():
 def perf():
     """perf kvm stat over a guest's whole life, with two kvmexit tracers attached first."""
     tracers = {"auto": Proc("auto", ["kvmexit", "--verbose", "--latency", "-o", "json"]),
-               "tracepoint": Proc("tracepoint", ["kvmexit", "--verbose", "--mode", "tracepoint", "-o", "json"])}
+               "tracepoint": Proc("tracepoint", ["kvmexit", "--verbose", "--mode", "tracepoint", "-o", "json"]),
+               "detail": Proc("detail", ["kvmexit", "--verbose", "--detail", "-o", "json"])}
     for t in tracers.values():
         t.attached()
     data = "/tmp/perf.data.guest"
