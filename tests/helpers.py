@@ -184,5 +184,16 @@ def free_port():
         return s.getsockname()[1]
 
 
+DASHBOARD = REPO / "contrib" / "grafana-kvmexit.json"
+
+
+def dashboard_metrics():
+    """Every metric name the Grafana dashboard's queries and variables use."""
+    d = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for p in d["panels"] for t in p["targets"]]
+    exprs += [v["definition"] for v in d["templating"]["list"] if "definition" in v]
+    return set(re.findall(r"\bkvmexit_[a-z_]+", " ".join(exprs)))
+
+
 def port(p):
     return "PORT_0x%04x" % p

@@ -13,13 +13,15 @@ from pathlib import Path
 import pytest
 
 import kvmexit
-from helpers import KVMEXIT, GuestProc, calibrated, free_port, kvmexit_progs, port, scrape, spawn, started
+from helpers import (KVMEXIT, GuestProc, calibrated, dashboard_metrics, free_port, kvmexit_progs, port, scrape, spawn,
+                     started)
 from kvmexit import output, report
 from kvmexit.guest import DONE_PORT, SYNC_PORT
 from kvmexit.counts import CounterKey as K
-from kvmexit.counts import LatencyStat, lat_slot
+from kvmexit.counts import DetailKey, LatencyStat, Snapshot, lat_slot
 from kvmexit.output import View
 from kvmexit.procinfo import vm_name_from_argv
+from kvmexit.tracer import TraceOptions
 
 
 @pytest.mark.parametrize("argv,name", [
@@ -260,6 +262,71 @@ def test_exporter_labels_at_each_granularity(tmp_path):
         ("100", "web", "101", "0", "vmx", "IO_INSTRUCTION"): 5, ("100", "web", "102", "1", "vmx", "IO_INSTRUCTION"): 7,
         ("100", "web", "103", "", "vmx", "IO_INSTRUCTION"): 2, ("100", "web", "101", "0", "vmx", "HLT"): 1,
         ("200", "-", "201", "", "svm", "IOIO"): 3}
+
+
+def test_exporter_latency_histogram_and_details(tmp_path):
+    """--latency's histogram: cumulative counts below each power-of-4 bound,
+    exact from the kernel's log-linear buckets; --detail's series."""
+    from kvmexit.exporter import detail_samples, latency_samples
+    from kvmexit.procinfo import Names
+    names = Names(proc=str(tmp_path))
+    # 1000 ns and 1023 ns lie below 2^10; 1024 ns does not (its bucket starts at it); 5 s above 2^32 ns
+    lat = {K(100, 101, 30, 0, 1, 0): LatencyStat(3, 3047, 1000, 1024, _hist(1000, 1023, 1024)),
+           K(100, 102, 30, 1, 1, 0): LatencyStat(2, 5000000300, 300, 5000000000, _hist(300, 5000000000))}
+    samples = latency_samples(lat, "vm", names)
+    assert list(samples) == [("100", "-", "vmx", "IO_INSTRUCTION")]
+    buckets, total = samples[("100", "-", "vmx", "IO_INSTRUCTION")]
+    assert total == 5000003347 / 1e9
+    assert buckets == [("1.024e-06", 3)] + [(le, 4) for le in (
+        "4.096e-06", "1.6384e-05", "6.5536e-05", "0.000262144", "0.00104858", "0.0041943", "0.0167772", "0.0671089",
+        "0.268435", "1.07374", "4.29497")] + [("+Inf", 5)]
+    det = {DetailKey(K(100, 101, 30, 0, 1, 0), 1, 1, 0x80): 7, DetailKey(K(100, 102, 30, 1, 1, 0), 1, 1, 0x80): 2,
+           DetailKey(K(100, 101, 31, 0, 1, 0), 2, 0, 0x6E0): 1}
+    assert detail_samples(det, "vcpu", names) == {
+        ("100", "-", "0", "vmx", "IO_INSTRUCTION", "pio", "out", "0x80", "POST/delay"): 7,
+        ("100", "-", "1", "vmx", "IO_INSTRUCTION", "pio", "out", "0x80", "POST/delay"): 2,
+        ("100", "-", "0", "vmx", "MSR_READ", "msr", "rdmsr", "0x6e0", "IA32_TSC_DEADLINE"): 1}
+
+
+@pytest.mark.bpf
+@pytest.mark.kvm
+def test_dashboard_queries_name_served_metrics():
+    """Each metric of contrib/grafana-kvmexit.json, in a scrape of the
+    exporter with --detail (here: the calibration hook), and, for the
+    latency histogram, in the exposition of its collector over a snapshot
+    with latency (kvm_exit never fires here; the kernel matrix scrapes it)."""
+    pytest.importorskip("prometheus_client")
+    from prometheus_client import generate_latest
+    from prometheus_client.core import CollectorRegistry
+    from prometheus_client.parser import text_string_to_metric_families
+    from kvmexit.exporter import ExitCollector
+    g = GuestProc(["sync,out:0x80:5,rdmsr:2"])
+    addr = "127.0.0.1:%d" % free_port()
+    exp = spawn(KVMEXIT + ["exporter", "--calibrate", "--detail", "--listen", addr, "-p", g.pid],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert exp.stderr.readline().startswith("kvmexit exporter: ")
+    try:
+        g.finish()
+        served = {k[0] for k in scrape(addr)}
+    finally:
+        exp.send_signal(signal.SIGTERM)
+        exp.communicate(timeout=30)
+
+    class Stub:
+        options = TraceOptions(latency=True)
+        attached = type("A", (), {"kind": "tp_btf"})
+
+        def read(self):
+            key = K(1, 2, 30, 0, 1, 0)
+            return Snapshot({key: 1}, latency={key: LatencyStat(1, 900, 900, 900, _hist(900))}, details={})
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ExitCollector(Stub(), "vm"))
+    served |= {s.name for f in text_string_to_metric_families(generate_latest(registry).decode()) for s in f.samples}
+    assert dashboard_metrics() == {"kvmexit_exits_total", "kvmexit_exit_latency_seconds_bucket",
+                                   "kvmexit_exit_details_total", "kvmexit_dropped_exits_total", "kvmexit_counters",
+                                   "kvmexit_counters_max"}
+    assert dashboard_metrics() <= served
+    assert ("kvmexit_exit_details_total" in served, exp.returncode) == (True, 0)
 
 
 @pytest.mark.bpf

@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from helpers import dashboard_metrics
 from kernels import expect
 from kernels.inside import MODES, PERF_PROGRAMS, VIEWS_PROGRAMS
 from kernels.matrix import MACHINES
@@ -244,6 +245,26 @@ def test_exporter_scrape_equals_the_cli(run, views):
     assert samples[("kvmexit_dropped_exits_total", (("cause", "skipped"),))] == 0
     assert samples[("kvmexit_info", (("mode", auto_mode(run)), ("source", "kvm_exit"), ("version", __version__)))] == 1
     assert views["outs"]["exporter"]["rc"] == 0
+    # --latency: one histogram per series, its count the latency view's, its buckets cumulative
+    lat = json.loads(views["outs"]["latency"]["stdout"])
+    want = {(e["tid"], e["vcpu"], e["reason_name"]): float(e["latency"]["count"])
+            for e in lat["exits"] if e["latency"]}
+
+    def series(name, labels):
+        return {tuple(dict(k[1]).get(x) for x in labels): v for k, v in samples.items() if k[0] == name}
+    counts = series("kvmexit_exit_latency_seconds_count", ("tid", "vcpu", "reason"))
+    assert {(int(t), int(v) if v else None, r): n for (t, v, r), n in counts.items()} == want
+    buckets = series("kvmexit_exit_latency_seconds_bucket", ("tid", "vcpu", "reason", "le"))
+    for (t, v, r), n in counts.items():
+        mine = [buckets[(t, v, r, le)] for le in sorted({k[3] for k in buckets}, key=float)]
+        assert mine == sorted(mine) and mine[-1] == n and len(mine) == 13
+    # --detail: the detail view's events under each reason
+    ref_det = expect.json_details(views["outs"]["detail_json"]["stdout"])
+    det = series("kvmexit_exit_details_total", ("tid", "reason", "kind", "dir", "value"))
+    assert {(int(t), r, kind, d or None, int(value, 16)): n for (t, r, kind, d, value), n in det.items()} == \
+        {(t, names[r], kind, d, value): float(n) for (t, r, kind, d, value), n in ref_det.items()}
+    # every metric the Grafana dashboard asks for is served
+    assert dashboard_metrics() <= {k[0] for k in samples}
 
 
 def test_perf_kvm_stat_agrees(run):

@@ -6,7 +6,12 @@ textfile atomically.  Every scrape reads the kernel's counters live (reads
 are monotonic: maps.py), so counters only grow.
 
     kvmexit_exits_total{pid,vm,[tid,]vcpu,isa,reason}  exits (labels by --by)
-    kvmexit_dropped_exits_total{cause}                  exits not counted: map_full, skipped
+    kvmexit_exit_latency_seconds{...}                   --latency: exit-to-entry time, a histogram
+                                                        (13 buckets: 2^10 .. 2^32 ns by powers of 4, +Inf)
+    kvmexit_exit_details_total{...,kind,dir,value,name} --detail: KVM's events under the exits
+    kvmexit_dropped_exits_total{cause}                  exits not counted: map_full, skipped; with
+                                                        --latency untimed, entries_skipped; with
+                                                        --detail undetailed, details_skipped
     kvmexit_counters, kvmexit_counters_max              counters in use / capacity
     kvmexit_info{mode,source,version}                   1
 """
@@ -17,8 +22,9 @@ import time
 
 import click
 
-from . import __version__, procinfo, report
+from . import __version__, details, procinfo, report
 from .abi import KVMEXIT_VCPU_UNKNOWN
+from .counts import slot_bounds
 from .errors import KvmexitError
 from .skeleton import Filter
 from .tracer import DEFAULT_MAX_ENTRIES, MODES, TraceOptions, Tracer
@@ -55,6 +61,40 @@ def exit_samples(totals, by, names):
     return out
 
 
+# the histogram's bounds in ns: powers of two, so each is a bucket edge of
+# the kernel's log-linear histogram and every count below it is exact
+LATENCY_BOUNDS_NS = tuple(1 << k for k in range(10, 33, 2))
+
+
+def latency_samples(latency, by, names):
+    """{label values: ([(le, cumulative count)], sum in seconds)} for
+    kvmexit_exit_latency_seconds (pure but for names); le "+Inf" last."""
+    labels = LABELS[by]
+    stats = {}
+    for r in report.rows({k: v.count for k, v in latency.items()}, "full", latency):
+        k = tuple(_value(r, lab, names) for lab in labels)
+        stats[k] = stats[k] + r.lat if k in stats else r.lat
+    out = {}
+    for k, s in stats.items():
+        ends = [slot_bounds(i)[1] for i in range(len(s.hist))]
+        buckets = [("%g" % (b / 1e9), sum(n for n, end in zip(s.hist, ends) if end <= b)) for b in LATENCY_BOUNDS_NS]
+        out[k] = (buckets + [("+Inf", s.count)], s.total_ns / 1e9)
+    return out
+
+
+def detail_samples(detail_counts, by, names):
+    """{label values + (kind, dir, value, name): count} for kvmexit_exit_details_total (pure but for names)."""
+    labels = LABELS[by]
+    out = {}
+    for r in report.rows({}, "full", detail_counts=detail_counts):
+        for d in r.detail:
+            k = tuple(_value(r, lab, names) for lab in labels) + (
+                details.KINDS.get(d.kind, str(d.kind)), details.dir_name(d.kind, d.dir) or "", "%#x" % d.value,
+                details.name(d.kind, d.value))
+            out[k] = out.get(k, 0) + d.count
+    return out
+
+
 class ExitCollector:
     """A prometheus-client collector reading the tracer on every scrape."""
 
@@ -64,7 +104,7 @@ class ExitCollector:
         self.lock = threading.Lock()    # scrapes come on threads of their own
 
     def collect(self):
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
         with self.lock:
             snap = self.tracer.read()
         exits = CounterMetricFamily("kvmexit_exits", "KVM exits by exit reason, counted by kvmexit",
@@ -72,10 +112,30 @@ class ExitCollector:
         for labels, value in sorted(exit_samples(snap.totals, self.by, self.names).items()):
             exits.add_metric(labels, value)
         yield exits
-        drops = CounterMetricFamily("kvmexit_dropped_exits", "Exits not counted, by cause: the counts map was "
-                                    "full (map_full), the kernel skipped the program (skipped)", labels=["cause"])
+        if snap.latency is not None:
+            lat = HistogramMetricFamily("kvmexit_exit_latency_seconds", "Time from a KVM exit to the vCPU "
+                                        "thread's next entry, by exit reason", labels=LABELS[self.by])
+            for labels, (buckets, total) in sorted(latency_samples(snap.latency, self.by, self.names).items()):
+                lat.add_metric(labels, buckets, total)
+            yield lat
+        if snap.details is not None:
+            det = CounterMetricFamily("kvmexit_exit_details", "KVM's events under the exits: I/O port, MSR, MMIO "
+                                      "page, hypercall, exit to userspace", labels=LABELS[self.by] + DETAIL_LABELS)
+            for labels, value in sorted(detail_samples(snap.details, self.by, self.names).items()):
+                det.add_metric(labels, value)
+            yield det
+        drops = CounterMetricFamily("kvmexit_dropped_exits", "Events not counted, by cause: the counts map was "
+                                    "full (map_full), the kernel skipped the program (skipped); --latency: exits "
+                                    "without a time (untimed, entries_skipped); --detail: KVM events not counted "
+                                    "(undetailed, details_skipped)", labels=["cause"])
         drops.add_metric(["map_full"], snap.drops)
         drops.add_metric(["skipped"], snap.skipped)
+        if snap.latency is not None:
+            drops.add_metric(["untimed"], snap.untimed)
+            drops.add_metric(["entries_skipped"], snap.entries_skipped)
+        if snap.details is not None:
+            drops.add_metric(["undetailed"], snap.undetailed)
+            drops.add_metric(["details_skipped"], snap.details_skipped)
         yield drops
         yield GaugeMetricFamily("kvmexit_counters", "(thread, reason) counters in use", value=len(snap.totals))
         yield GaugeMetricFamily("kvmexit_counters_max", "Capacity of the counts map (--max-entries)",
@@ -83,6 +143,9 @@ class ExitCollector:
         info = GaugeMetricFamily("kvmexit_info", "How kvmexit counts", labels=["mode", "source", "version"])
         info.add_metric([self.tracer.attached.kind, self.tracer.options.source, __version__], 1)
         yield info
+
+
+DETAIL_LABELS = ("kind", "dir", "value", "name")
 
 
 def _listen_addr(value):
@@ -125,11 +188,15 @@ def _stop(signum, frame):
 @click.option("--mode", type=click.Choice(MODES), default="auto", show_default=True, help="attach mode")
 @click.option("--max-entries", type=click.IntRange(min=1, max=1 << 24), default=DEFAULT_MAX_ENTRIES,
               show_default=True, help="capacity of the counts map, in (thread, reason) pairs")
+@click.option("--latency", is_flag=True, help="also export exit-to-entry times (a histogram per series)")
+@click.option("--detail", is_flag=True, help="also export KVM's events under the exits (port, MSR, ...)")
 @click.option("--calibrate", is_flag=True, hidden=True, help="export kvm:kvm_pio by port instead")
-def exporter(listen, textfile, interval, by, pid, mode, max_entries, calibrate):
+def exporter(listen, textfile, interval, by, pid, mode, max_entries, latency, detail, calibrate):
     """Export KVM exit counts to Prometheus (/metrics and/or a textfile)."""
     if not listen and not textfile:
         raise click.UsageError("give --listen ADDR:PORT, --textfile PATH, or both")
+    if latency and calibrate:
+        raise click.UsageError("--latency times kvm_exit to kvm_entry; --calibrate has no entry event")
     addr = _listen_addr(listen) if listen else None
     if textfile:
         _check_textfile_dir(textfile)
@@ -139,7 +206,8 @@ def exporter(listen, textfile, interval, by, pid, mode, max_entries, calibrate):
     except ImportError:
         raise KvmexitError("the exporter needs prometheus-client: pip install prometheus-client "
                            "(Debian: apt-get install python3-prometheus-client)") from None
-    tracer = Tracer(TraceOptions(Filter(tgid=pid or 0), mode, "kvm_pio" if calibrate else "kvm_exit", max_entries))
+    tracer = Tracer(TraceOptions(Filter(tgid=pid or 0), mode, "kvm_pio" if calibrate else "kvm_exit", max_entries,
+                                 latency, detail))
     signal.signal(signal.SIGTERM, _stop)
     try:
         tracer.start()

@@ -178,7 +178,8 @@ def views():
     }
     log("views: starting %d tracers and the exporter" % (len(argv) + 2))
     tracers = {name: Proc(name, ["kvmexit", "--verbose"] + a) for name, a in argv.items()}
-    exporter = Proc("exporter", ["kvmexit", "exporter", "--listen", EXPORTER, "-p", pid, "--by", "thread"])
+    exporter = Proc("exporter", ["kvmexit", "exporter", "--listen", EXPORTER, "-p", pid, "--by", "thread",
+                                 "--latency", "--detail"])
     for t in list(tracers.values()) + [exporter]:
         t.attached()
     # the timed ones last: the interval tracer, then the duration one (its
