@@ -15,7 +15,7 @@ import pytest
 import kvmexit
 from helpers import (KVMEXIT, GuestProc, calibrated, dashboard_metrics, free_port, kvmexit_progs, port, scrape, spawn,
                      started)
-from kvmexit import output, report
+from kvmexit import details, output, report
 from kvmexit.guest import DONE_PORT, SYNC_PORT
 from kvmexit.counts import CounterKey as K
 from kvmexit.counts import DetailKey, LatencyStat, Snapshot, lat_slot
@@ -119,6 +119,66 @@ def test_interval_tables_exact():
 
 @pytest.mark.bpf
 @pytest.mark.kvm
+def test_detail_in_table_json_and_csv_exact():
+    """--detail through the CLI (the calibration hook: each exit is a port
+    write, KVM's other events go under the last one): the guest's ports,
+    MSRs and exits to userspace, exactly, the same in all three formats, in
+    every view (-p -a here, -T and the default view too)."""
+    progs = ["sync,out:0x80:%d,rdmsr:%d,wrmsr:%d,hlt:%d,out:0x3f8:%d" % (300 + i, 4 + i, 2 + i, 3, 20) for i in range(2)]
+    g = GuestProc(progs)
+    runs = {fmt: calibrated("-p", g.pid, "-a", "--detail", "-o", fmt) for fmt in ("table", "json", "csv")}
+    runs["tids"] = calibrated("-T", "%d,%d" % tuple(g.tids), "--detail")
+    runs["all"] = calibrated("--detail")
+    g.finish()
+    outs = {}
+    for name, p in runs.items():
+        p.send_signal(signal.SIGINT)
+        outs[name] = p.communicate(timeout=30)[0]
+        assert p.returncode == 0
+    want = {}          # (tid, exit reason, detail label or None): count
+    for i, tid in enumerate(g.tids):
+        p80 = port(0x80)
+        want.update({(tid, p80, None): 300 + i, (tid, p80, "out 0x0080 POST/delay"): 300 + i,
+                     (tid, p80, "userspace IO"): 300 + i, (tid, p80, "rdmsr 0x1a0 IA32_MISC_ENABLE"): 4 + i + 1,
+                     (tid, p80, "wrmsr 0x1a0 IA32_MISC_ENABLE"): 2 + i, (tid, p80, "userspace HLT"): 3,
+                     (tid, port(0x3F8), None): 20, (tid, port(0x3F8), "out 0x03f8 COM1"): 20,
+                     (tid, port(0x3F8), "userspace IO"): 20,
+                     (tid, port(DONE_PORT), None): 1, (tid, port(DONE_PORT), "out 0x00f4"): 1,
+                     (tid, port(DONE_PORT), "userspace IO"): 1})
+    for view, skip in (("table", 2), ("tids", 2), ("all", 2)):
+        got, row = {}, None
+        for line in outs[view].splitlines()[skip + 1:]:
+            parts = line.split()
+            if line.startswith(" "):
+                got[row + (" ".join(parts[:-1]),)] = int(parts[-1])
+            else:
+                row = (int(parts[1 if view == "all" else 0]), parts[-2])
+                got[row + (None,)] = int(parts[-1])
+        assert {k: n for k, n in got.items() if k[0] in g.tids} == want, view
+    record = json.loads(outs["json"])
+    assert (record["undetailed"], record["details_skipped"]) == (0, 0)
+    from_json = {}
+    for e in record["exits"]:
+        from_json[(e["tid"], e["reason_name"], None)] = e["count"]
+        for d in e["detail"]:
+            assert d["name"] == (details.name(next(k for k, v in details.KINDS.items() if v == d["kind"]), d["value"])
+                                 or None)
+            from_json[(e["tid"], e["reason_name"], report.DetailCount(
+                next(k for k, v in details.KINDS.items() if v == d["kind"]),
+                {None: 2, "out": 1, "in": 0, "rdmsr": 0, "wrmsr": 1}[d["dir"]], d["value"], 0).label)] = d["count"]
+    assert from_json == want
+    rows = list(csv.DictReader(io.StringIO(outs["csv"])))
+    from_csv = {}
+    for r in rows:
+        label = None
+        if r["detail_kind"]:
+            label = report.DetailCount(next(k for k, v in details.KINDS.items() if v == r["detail_kind"]),
+                                       {"": 2, "out": 1, "rdmsr": 0, "wrmsr": 1}[r["detail_dir"]],
+                                       int(r["detail_value"]), 0).label
+        from_csv[(int(r["tid"]), r["reason_name"], label)] = int(r["detail_count"] or r["count"])
+    assert from_csv == want
+
+
 def test_json_csv_and_table_agree_and_names():
     progs = ["sync,out:0x80:%d,out:0x%x:%d,sync" % (500 + 7 * i, 0x90 + i, 50 + i) for i in range(2)]
     g = GuestProc(progs, extra=["-name", "guest=web01,debug-threads=on"])

@@ -169,3 +169,25 @@ def test_selftest_accounts_for_events_the_kernel_skipped():
     lines, bad, short = selftest.compare(want, {**seen, (7, 0x70): 504}, 3, skipped=12)
     assert bad == 1 and "  FAIL tid 7        PORT_0x0070                   504 != 503" in lines
     assert selftest.compare(want, seen, 3)[1:] == (2, 0)      # nothing skipped: short is wrong
+
+
+@pytest.mark.kvm
+def test_detail_without_one_of_its_tracepoints(monkeypatch):
+    """A kernel lacking one of --detail's tracepoints: said once, in one note;
+    the other details are counted as ever (here, the legacy object too)."""
+    real = kernel.event_exists
+    monkeypatch.setattr(kernel, "event_exists", lambda cat, name: name != "kvm_msr" and real(cat, name))
+    t = Tracer(TraceOptions(Filter(tgid=os.getpid()), "raw_tp", "kvm_pio", detail=True),
+               kbtf=kernel.KernelBtf(available=False, error="test"))
+    with t:
+        assert t.attached.obj == "kvm_exit_legacy.bpf.o"
+        assert t.notes == ["--detail: this kernel has no kvm:kvm_msr tracepoint, so those details are not shown"]
+        g = Guest([[Step("out", 5, 0x80), Step("rdmsr", 3)]])
+        g.start()
+        g.join()
+        g.close()
+        t.detach()
+        snap = t.read()
+    tid = g.tids[0]
+    assert {(d.exit.reason, d.kind, d.value): n for d, n in snap.details.items() if d.exit.tid == tid} == {
+        (0x80, 1, 0x80): 5, (0x80, 5, 2): 5, (DONE_PORT, 1, DONE_PORT): 1, (DONE_PORT, 5, 2): 1}

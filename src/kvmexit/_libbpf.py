@@ -155,7 +155,7 @@ SIGNATURES = {
     "bpf_object__btf": ([P], P, None),
 }
 
-# present only in some versions (kernel-and-libbpf.md 6): looked up softly
+# present only in some libbpf versions: looked up softly
 OPTIONAL = {
     "libbpf_major_version": ([], c_u32, None),
     "libbpf_minor_version": ([], c_u32, None),

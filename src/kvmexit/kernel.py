@@ -86,7 +86,7 @@ def check_tp_layout(event, fields):
 # -- kernel BTF -------------------------------------------------------------
 @dataclass
 class KernelBtf:
-    """BTF facts that decide the attach mode (kernel-and-libbpf.md 5)."""
+    """BTF facts that decide the attach mode (tracer.plan)."""
     available: bool = False
     proto: str = None              # "new" (vcpu, isa), "old" (reason, vcpu, isa) or None
     vendors: set = field(default_factory=set)   # {"vmx", "svm"} vendor structs found

@@ -2,7 +2,7 @@
 """A tracing session: choose the fastest attach mode that works, load with
 the filters, attach, read the counts, detach.
 
-Mode choice (kernel-and-libbpf.md 5), from kernel BTF:
+Mode choice, from kernel BTF (README: "How the mode is chosen"):
 
     old prototype                -> tp_btf -> raw_tp -> tracepoint
     new prototype, vendor BTF    -> tp_btf -> raw_tp -> tracepoint
