@@ -10,7 +10,7 @@ import pytest
 
 from helpers import dashboard_metrics
 from kernels import expect
-from kernels.inside import MODES, PERF_PROGRAMS, VIEWS_PROGRAMS
+from kernels.inside import EXPLAIN_PROGRAMS, MODES, PERF_PROGRAMS, VIEWS_PROGRAMS
 from kernels.matrix import MACHINES
 from kvmexit import __version__, details
 from kvmexit.abi import KVMEXIT_DIR_NONE
@@ -324,3 +324,30 @@ def test_perf_kvm_stat_agrees(run):
     assert ioport, p["reports"]["ioport"]
     ports["%#x:POUT" % DONE_PORT] -= len(tids)
     assert {k: n for k, n in ports.items() if n} == ioport
+
+
+def test_explain_hints_the_guests_dominant_exits(run):
+    """The guest's writes to port 0x80 dominate, its halts come second: each
+    gets its hint, showing what that machine has (the VMM's command line,
+    the kvm module's halt-polling parameters as read there), and the other
+    vendor's module is said not to be loaded."""
+    e = run.results["explain"]
+    isa = _isa(run)
+    for fmt in ("table", "json"):
+        assert e["outs"][fmt]["rc"] == 0, e["outs"][fmt]["stderr"]
+    rec = json.loads(e["outs"]["json"]["stdout"])
+    io, hlt = expect.CAUSED[isa]["out"], expect.CAUSED[isa]["hlt"]
+    outs = sum(expect.expected_exits(expect.parse_program(p))[("out", 0x80)] for p in EXPLAIN_PROGRAMS)
+    got = {h["reason_name"]: h for h in rec["hints"]}
+    assert (got[io[1]]["rule"], got[io[1]]["seen"]) == ("io-delay-port", {"vmm": "kvmexit", "-cpu": "(not given)"})
+    assert got[io[1]]["why"].startswith("the guest writes port 0x0080 (POST/delay) to delay its I/O")
+    assert got[io[1]]["count"] == outs + len(e["tids"])      # its outs and each vCPU's last (its first sync ran before)
+    assert got[hlt[1]]["rule"] == "hlt"
+    assert got[hlt[1]]["seen"] == dict({"kvm." + p: v for p, v in e["params"].items()}, **{"-overcommit": "(not given)"})
+    other = {"svm": "kvm_intel", "vmx": "kvm_amd"}[run.machine.vendor]
+    assert other not in e["modules"]
+    assert "%s is not loaded: its parameters are not read" % other in rec["facts_not_read"]
+    table = e["outs"]["table"]["stdout"].splitlines()
+    assert "Hints (--explain):" in table
+    assert any(l.startswith("  PID %d %s: " % (e["pid"], io[1])) and "seen: vmm = kvmexit, -cpu = (not given)" in l
+               for l in table)

@@ -61,6 +61,14 @@ def test_model_groups_sorts_expands_and_filters():
     assert [l[0] for l in _lines(top.State(filter="WE"))] == ["1 web", "  IO_INSTRUCTION", "  HLT"]
     assert [l[0] for l in _lines(top.State(filter="2"))] == ["2 db", "  EPT_VIOLATION"]
     assert _lines(top.State(filter="HLT")) == []
+    # x: a hint under the VM's reason it is about, in every grouping
+    why = {("1 web", "HLT"): "the vCPU had nothing to run"}
+    lines = top.model(RATES, TOTALS, top.State(explain=True), FakeNames(), why)
+    assert [("  " * l.depth + l.label, l.rate) for l in lines][2:] == [
+        ("1 web", 650.0), ("  IO_INSTRUCTION", 600.0), ("  HLT", 50.0), ("    why: the vCPU had nothing to run", None)]
+    lines = top.model(RATES, TOTALS, top.State(group="reason", explain=True), FakeNames(), why)
+    assert ("    why: the vCPU had nothing to run", None) in [("  " * l.depth + l.label, l.rate) for l in lines]
+    assert top.model(RATES, TOTALS, top.State(), FakeNames(), why) == top.model(RATES, TOTALS, top.State(), FakeNames())
 
 
 def test_screen_fits_80x24():
@@ -71,7 +79,7 @@ def test_screen_fits_80x24():
     assert len(text) == 24 and max(map(len, text)) <= 80
     assert text[:4] == [
         "kvmexit top  12:00:00  tp_btf  every 1s  780.0 exits/s",
-        "q quit  p pause  r reset  g group (vm)  s sort (rate)  e expand  f filter",
+        "q:quit p:pause r:reset g:group(vm) s:sort(rate) e:expand f:filter x:explain",
         "VM / THREAD / REASON                                        EXITS/s        TOTAL",
         "1 web                                                         780.0          400"]
     assert text[4] == "  " + "%-52s %12.1f %12d" % ("MONITOR_INSTRUCTION", 39.0, 10)    # VMX reason 39
@@ -205,16 +213,16 @@ def test_live_view_rates_totals_and_keys(guest, pane):
     assert rows[vm][1] == sum(PHASE.values()) * released + 2 * released
     # g: VM > vCPU thread > reason
     p.keys("g")
-    t = p.wait(lambda t: "g group (thread)" in t)
+    t = p.wait(lambda t: "g:group(thread)" in t)
     assert "%d CPU 0/KVM vcpu 0" % guest.tids[0] in _rows(t) and "%d CPU 1/KVM vcpu 1" % guest.tids[1] in _rows(t)
     # g: reason > VM; s: by name; e: collapsed
     p.keys("g")
-    p.wait(lambda t: "g group (reason)" in t)
+    p.wait(lambda t: "g:group(reason)" in t)
     p.keys("s", "s", "e")
-    t = p.wait(lambda t: "s sort (name)" in t and vm not in t)
+    t = p.wait(lambda t: "s:sort(name)" in t and vm not in t)
     assert [l.split()[0] for l in t.splitlines()[3:] if l.strip()] == ["PORT_0x0070", "PORT_0x0080", "PORT_0x00f5"]
     p.keys("e", "g", "s")
-    p.wait(lambda t: "g group (vm)" in t and "s sort (rate)" in t and vm in t)
+    p.wait(lambda t: "g:group(vm)" in t and "s:sort(rate)" in t and vm in t)
     # p: frozen while the guest runs on; p again: moving
     p.keys("p")
     paused = p.wait(lambda t: "[PAUSED]" in t)
@@ -228,6 +236,14 @@ def test_live_view_rates_totals_and_keys(guest, pane):
     p.wait(lambda t: vm not in _rows(t))
     release(2)
     t = p.wait(lambda t: _rows(t).get("PORT_0x0080", (0, 0))[1] == PHASE[0x80] * 2, what="totals after reset")
+    # x: --explain's hint under the port it is about (here the calibration hook's rows are port writes)
+    p.keys("x")
+    t = p.wait(lambda t: "why: the guest writes port 0x0080 (POST/delay)" in t)
+    lines = t.splitlines()
+    assert lines[lines.index(next(l for l in lines if "why: the guest writes port 0x0080" in l)) - 1].strip().startswith(
+        "PORT_0x0080")
+    p.keys("x")
+    p.wait(lambda t: "why:" not in t)
     # f: a filter matching no VM, then the VM's PID
     p.keys("f", "nosuchvm", "Enter")
     p.wait(lambda t: "filter 'nosuchvm'" in t and vm not in t)

@@ -26,6 +26,7 @@ EXAMPLES:
     kvmexit -o json -i 5           # JSON Lines every 5 seconds
     kvmexit --latency --hist 10    # exit handling time per reason: percentiles, histograms
     kvmexit -p 3195281 --detail    # under each reason: which port, MSR, MMIO page, hypercall
+    kvmexit --detail --explain 10  # what the top exits mean on this host, and what removes them
     kvmexit top                    # live full-screen rates by VM, thread and reason
     kvmexit exporter --listen 127.0.0.1:9476   # Prometheus /metrics
     kvmexit selftest               # check this host end to end (root, /dev/kvm)
@@ -144,6 +145,9 @@ def _note(text):
 @click.option("--detail", is_flag=True,
               help="under each reason, what the exits were about: I/O port, MSR, MMIO page, hypercall, "
                    "exit to userspace (KVM's own tracepoints)")
+@click.option("--explain", is_flag=True,
+              help="for the top exits of each VM: their cause, what this host shows of it, the usual remedy "
+                   "(with --detail, by port and MSR)")
 @click.option("--mode", type=click.Choice(MODES), default="auto", show_default=True,
               help="attach mode; auto picks the fastest that works")
 @click.option("--max-entries", type=click.IntRange(min=1, max=1 << 24), default=DEFAULT_MAX_ENTRIES,
@@ -153,8 +157,8 @@ def _note(text):
               help="count kvm:kvm_pio by port instead of kvm:kvm_exit (self-test of the counting path)")
 @click.version_option(__version__, "--version", prog_name="kvmexit")
 @click.argument("duration", type=click.IntRange(min=0), required=False)
-def trace(pid, tid, tids, vcpu, alltids, interval, count, cumulative, fmt, wide, top, latency, hist, detail, mode,
-          max_entries, verbose, calibrate, duration):
+def trace(pid, tid, tids, vcpu, alltids, interval, count, cumulative, fmt, wide, top, latency, hist, detail, explain,
+          mode, max_entries, verbose, calibrate, duration):
     """Display kvm exit reasons and their counts, per VM process, vCPU thread and vCPU.
 
     Without DURATION, counts until Ctrl-C; with it, for DURATION seconds.
@@ -179,7 +183,7 @@ def trace(pid, tid, tids, vcpu, alltids, interval, count, cumulative, fmt, wide,
         if source == "kvm_exit" and tracer.kbtf.flavour == "pvm":
             _note("this host's KVM (kvm_pvm) never emits kvm:kvm_exit, so no exit will be counted; "
                   "'kvmexit selftest' checks the counting path with kvm:kvm_pio instead")
-        emitter = Emitter(fmt, view, wide, top, latency, hist, max_entries, tracer.attached.kind, detail)
+        emitter = Emitter(fmt, view, wide, top, latency, hist, max_entries, tracer.attached.kind, detail, explain)
         if fmt == "table":
             click.echo(view.banner(duration))
         final = run(tracer, emitter, duration, interval, count, cumulative)

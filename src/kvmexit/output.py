@@ -110,6 +110,32 @@ def losses_footer(snap, max_entries):
     return "\n".join(lines)
 
 
+def _hint_head(h):
+    r = h.row
+    rate = ", %.1f/s" % r.rate if r.rate is not None else ""
+    return "PID %d %s: %d exits (%.0f%% of the VM's%s)" % (r.pid, r.reason_name, r.count, 100 * r.share, rate)
+
+
+def hints_block(hints, notes=()):
+    """--explain: two lines per hint, under a title; the host facts that
+    could not be read, once ("" without hints or notes)."""
+    if not hints and not notes:
+        return ""
+    lines = ["", "Hints (--explain):"] + ["  not read: %s" % n for n in notes]
+    for h in hints:
+        seen = "; seen: " + ", ".join("%s = %s" % kv for kv in h.seen) if h.seen else ""
+        lines.append("  %s: %s%s" % (_hint_head(h), h.why, seen))
+        lines.append("      fix: %s [%s]" % (h.fix, h.rule.source))
+    return "\n".join(lines)
+
+
+def hint_dict(h):
+    r = h.row
+    return {"pid": r.pid, "vm": r.vm, "isa": r.isa, "reason": r.reason, "reason_name": r.reason_name,
+            "count": r.count, "share": round(r.share, 4), "rate": None if r.rate is None else round(r.rate, 1),
+            "rule": h.rule.name, "why": h.why, "seen": dict(h.seen), "fix": h.fix, "source": h.rule.source}
+
+
 def _detail_dict(d):
     return {"kind": details.KINDS.get(d.kind, str(d.kind)), "dir": details.dir_name(d.kind, d.dir),
             "value": d.value, "name": details.name(d.kind, d.value) or None, "count": d.count}
@@ -130,7 +156,8 @@ def _row_dict(r, names, latency, detail=False):
     return d
 
 
-def json_record(timestamp, interval, rows, snap, mode, names, latency=False, detail=False):
+def json_record(timestamp, interval, rows, snap, mode, names, latency=False, detail=False, hints=None,
+                notes=()):
     """One JSON Lines record: an interval's (or the whole run's) exits.
 
     Keys: timestamp (ISO 8601), interval (seconds, null for one run), mode,
@@ -139,7 +166,10 @@ def json_record(timestamp, interval, rows, snap, mode, names, latency=False, det
     (--detail): losses_footer says what they are,] exits: [{pid, tid,
     vcpu, vm, comm, isa, reason, reason_name, count[, latency][, detail:
     [{kind, dir, value, name, count}]]}], rows of report.rows(...,
-    "full"); snap: the Snapshot the rows are of, for its losses.
+    "full"); snap: the Snapshot the rows are of, for its losses.  With
+    --explain (hints not None): hints: [{pid, vm, isa, reason, reason_name,
+    count, share, rate, rule, why, seen: {fact: value}, fix, source}] and
+    facts_not_read: [note].
     """
     import json  # machine output only: kept off the start-up path
     rec = {"timestamp": timestamp, "interval": interval, "mode": mode, "drops": snap.drops,
@@ -151,25 +181,31 @@ def json_record(timestamp, interval, rows, snap, mode, names, latency=False, det
         rec["undetailed"] = snap.undetailed
         rec["details_skipped"] = snap.details_skipped
     rec["exits"] = [_row_dict(r, names, latency, detail) for r in rows]
+    if hints is not None:
+        rec["hints"] = [hint_dict(h) for h in hints]
+        rec["facts_not_read"] = list(notes)
     return json.dumps(rec, sort_keys=False)
 
 
 CSV_HEADER = ["timestamp", "interval", "pid", "tid", "vcpu", "vm", "comm", "isa", "reason", "reason_name", "count"]
 CSV_LATENCY = ["total_ns", "min_ns", "avg_ns"] + ["p%d_ns" % p for p in PERCENTILES] + ["max_ns"]
 CSV_DETAIL = ["detail_kind", "detail_dir", "detail_value", "detail_name", "detail_count"]
+CSV_HINT = ["hint_rule", "hint_why", "hint_seen", "hint_fix", "hint_source"]
 
 
-def csv_rows(timestamp, interval, rows, snap, names, latency=False, header=False, detail=False):
+def csv_rows(timestamp, interval, rows, snap, names, latency=False, header=False, detail=False, hints=None):
     """CSV lines (a header row first when header); events not counted as
     rows named DROPPED (map full), SKIPPED (exits the kernel skipped the
     program for), ENTRIES_SKIPPED and UNTIMED (--latency), UNDETAILED and
     DETAILS_SKIPPED (--detail).  With --detail, each exit row is followed
-    by one row per detail: the exit's columns again, then the detail's."""
+    by one row per detail: the exit's columns again, then the detail's.
+    With --explain (hints not None), a row per hint after the exits: its
+    VM's pid, vm, isa, reason, reason_name and count, then the hint_* columns."""
     import csv
     import io
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
-    extra = (CSV_LATENCY if latency else []) + (CSV_DETAIL if detail else [])
+    extra = (CSV_LATENCY if latency else []) + (CSV_DETAIL if detail else []) + (CSV_HINT if hints is not None else [])
     if header:
         w.writerow(CSV_HEADER + extra)
     iv = "" if interval is None else interval
@@ -181,9 +217,15 @@ def csv_rows(timestamp, interval, rows, snap, names, latency=False, header=False
             s = r.lat
             line += [round(v, 1) if isinstance(v, float) else v for v in latency_values(s)] if s \
                 else [""] * len(CSV_LATENCY)
-        w.writerow(line + ([""] * len(CSV_DETAIL) if detail else []))
+        pad = [""] * len(CSV_HINT) if hints is not None else []
+        w.writerow(line + ([""] * len(CSV_DETAIL) if detail else []) + pad)
         for x in d.get("detail", ()):
-            w.writerow(line + [x["kind"], x["dir"] or "", x["value"], x["name"] or "", x["count"]])
+            w.writerow(line + [x["kind"], x["dir"] or "", x["value"], x["name"] or "", x["count"]] + pad)
+    for h in hints or ():
+        r = h.row
+        w.writerow([timestamp, iv, r.pid, "", "", r.vm, "", r.isa, r.reason, r.reason_name, r.count]
+                   + [""] * (len(extra) - len(CSV_HINT)) + [h.rule.name, h.why, "; ".join("%s = %s" % kv for kv in h.seen),
+                                                             h.fix, h.rule.source])
     for name, n in (("DROPPED", snap.drops), ("SKIPPED", snap.skipped), ("ENTRIES_SKIPPED", snap.entries_skipped),
                     ("UNTIMED", snap.untimed), ("UNDETAILED", snap.undetailed),
                     ("DETAILS_SKIPPED", snap.details_skipped)):

@@ -11,6 +11,7 @@ VIEW_KEYS = {
     "all": ("tgid", "tid"),          # default: every thread
     "pid": (),                       # -p, -p -v, -t: one table of reasons
     "tids": ("tid",),                # -p -a, -T: per thread
+    "vm": ("tgid",),                 # --explain: per VM
     "full": ("tgid", "tid", "vcpu"),  # JSON, CSV, Prometheus: everything
 }
 

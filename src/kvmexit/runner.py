@@ -7,7 +7,7 @@ import time
 
 import click
 
-from . import output, procinfo, report
+from . import hints, hostfacts, kernel, output, procinfo, report
 from .counts import Snapshot
 
 
@@ -17,28 +17,45 @@ class Emitter:
     Args:
         fmt: "table", "json" or "csv".
         view: output.View (tables).
-        wide, top, latency, hist, detail: the options of those names.
+        wide, top, latency, hist, detail, explain: the options of those names.
         max_entries: the counts map's capacity (named in the drops footer).
         mode: the attach mode (JSON).
     """
 
-    def __init__(self, fmt, view, wide, top, latency, hist, max_entries, mode, detail=False):
+    def __init__(self, fmt, view, wide, top, latency, hist, max_entries, mode, detail=False, explain=False):
         self.fmt, self.view = fmt, view
         self.wide, self.top, self.latency, self.hist, self.detail = wide, top, latency, hist, detail
+        self.explain, self.facts = explain, hostfacts.Facts()
         self.max_entries, self.mode = max_entries, mode
         self.names = procinfo.Names()
-        self.names_wanted = fmt != "table" or wide
+        self.names_wanted = fmt != "table" or wide or explain
         self.csv_header = True
 
     def prime(self, snap):
-        """Remember VM and thread names while the processes still exist."""
-        if self.names_wanted:
+        """Remember VM and thread names (and with --explain the VMs' facts)
+        while the processes still exist."""
+        if self.names_wanted or self.explain:
             for k in snap.totals:
                 self.names.vm(k.tgid)
                 self.names.comm(k.tgid, k.tid)
+        if self.explain:
+            self._read_facts(snap)
 
-    def emit(self, snap, interval=None, stamp=False):
+    def _read_facts(self, snap):
+        vms = {}
+        for k in snap.totals:
+            vms.setdefault(k.tgid, set()).add(k.tid)
+        return self.facts.update({pid: sorted(t) for pid, t in vms.items()})
+
+    def _hints(self, snap, seconds):
+        if not self.explain:
+            return None
+        return hints.explain(snap, self._read_facts(snap), self.names, seconds)
+
+    def emit(self, snap, interval=None, stamp=False, seconds=None):
+        """Print one snapshot; seconds: the time it covers (--explain's rates)."""
         now = time.time()
+        found = self._hints(snap, seconds)
         if self.fmt == "table":
             rows = report.rows(snap.totals, self.view.key, snap.latency, self.top, snap.details)
             if stamp:
@@ -51,6 +68,10 @@ class Emitter:
                             self.view.key, "")
                         click.echo("\n%s%s = %s" % (who, output.REASON_HEADER, r.name))
                         click.echo(output.histogram(r.lat))
+            if found is not None:
+                block = output.hints_block(found, self.facts.host.notes)
+                if block:
+                    click.echo(block)
             footer = output.losses_footer(snap, self.max_entries)
             if footer:
                 click.echo(footer)
@@ -59,10 +80,10 @@ class Emitter:
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + ".%03d+00:00" % (now % 1 * 1000)
         if self.fmt == "json":
             click.echo(output.json_record(ts, interval, rows, snap, self.mode, self.names, self.latency,
-                                          self.detail))
+                                          self.detail, found, self.facts.host.notes if found is not None else ()))
         else:
             click.echo(output.csv_rows(ts, interval, rows, snap, self.names, self.latency,
-                                       header=self.csv_header, detail=self.detail), nl=False)
+                                       header=self.csv_header, detail=self.detail, hints=found), nl=False)
             self.csv_header = False
         return rows
 
@@ -109,6 +130,8 @@ def run(tracer, emitter, duration, interval, count, cumulative):
     end = start + duration if duration is not None else float("inf")
     prev, n = Snapshot({}, latency={} if tracer.options.latency else None,
                        details={} if tracer.options.detail else None), 0
+    if emitter.explain:                            # the VMs there now, while they are
+        emitter.facts.update({pid: () for pid in kernel.vm_processes()})
     tick = (lambda: emitter.prime(tracer.read())) if emitter.names_wanted else None
     stopped = False
     while interval is not None and not stopped:
@@ -117,7 +140,8 @@ def run(tracer, emitter, duration, interval, count, cumulative):
             break
         snap = tracer.read()
         emitter.prime(snap)
-        emitter.emit(snap if cumulative else snap - prev, interval, stamp=True)
+        emitter.emit(snap if cumulative else snap - prev, interval, stamp=True,
+                     seconds=time.monotonic() - start if cumulative else interval)
         if emitter.fmt == "table":
             click.echo()
         prev, n = snap, n + 1
@@ -131,7 +155,8 @@ def run(tracer, emitter, duration, interval, count, cumulative):
     snap = tracer.read()
     emitter.prime(snap)
     if interval is None:
-        emitter.emit(snap)
+        emitter.emit(snap, seconds=time.monotonic() - start)
     elif snap != prev or not n:                    # the partial last interval
-        emitter.emit(snap if cumulative else snap - prev, interval, stamp=True)
+        emitter.emit(snap if cumulative else snap - prev, interval, stamp=True,
+                     seconds=time.monotonic() - start - n * interval if not cumulative else time.monotonic() - start)
     return snap

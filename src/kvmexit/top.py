@@ -6,7 +6,7 @@ second over that interval and its total since the start (or the last
 reset).  The model (rows from two snapshots) and the screen (lines from
 rows) are pure; only the loop at the bottom touches curses.
 
-    q quit  p pause  r reset  g grouping  s sort  e expand  f filter
+    q quit  p pause  r reset  g grouping  s sort  e expand  f filter  x explain
 """
 import signal
 import time
@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 import click
 
-from . import procinfo
+from . import hints, hostfacts, procinfo
 from .abi import KVMEXIT_VCPU_UNKNOWN
 from .errors import KvmexitError
 from .reasons import decode
@@ -23,7 +23,7 @@ from .tracer import DEFAULT_MAX_ENTRIES, MODES, TraceOptions, Tracer
 
 GROUPS = ("vm", "thread", "reason")   # VM > reasons; VM > vCPU thread > reasons; reason > VMs
 SORTS = ("rate", "total", "name")
-HELP = "q quit  p pause  r reset  g group (%s)  s sort (%s)  e expand  f filter"
+HELP = "q:quit p:pause r:reset g:group(%s) s:sort(%s) e:expand f:filter x:explain"
 
 
 @dataclass(frozen=True)
@@ -34,15 +34,17 @@ class State:
     expand: bool = True
     paused: bool = False
     filter: str = ""
+    explain: bool = False
 
 
 @dataclass(frozen=True)
 class Line:
-    """One row of the screen: depth 0 is a group, 1 and 2 lie under it."""
+    """One row of the screen: depth 0 is a group, 1 and 2 lie under it; a
+    hint (x) has no rate and no total."""
     depth: int
     label: str
-    rate: float
-    total: int
+    rate: float = None
+    total: int = None
 
 
 def press(state, key):
@@ -55,6 +57,8 @@ def press(state, key):
         return replace(state, sort=SORTS[(SORTS.index(state.sort) + 1) % len(SORTS)])
     if key == "e":
         return replace(state, expand=not state.expand)
+    if key == "x":
+        return replace(state, explain=not state.explain)
     return state
 
 
@@ -81,7 +85,7 @@ def _tree(rows, levels):
             for label, (rate, total, children) in groups.items()]
 
 
-def model(rates, totals, state, names):
+def model(rates, totals, state, names, why=None):
     """The screen's rows (pure but for names).
 
     Args:
@@ -89,6 +93,8 @@ def model(rates, totals, state, names):
         totals: {counts.CounterKey: exits} since the start or the last reset.
         state: State.
         names: procinfo.Names.
+        why: {(VM label, reason name): hint text}, shown under the VM's
+            reason with state.explain.
     Returns:
         [Line], groups first, each followed by what lies under it when expanded.
     """
@@ -108,12 +114,17 @@ def model(rates, totals, state, names):
     levels = len(rows[0][0]) if rows else 1
     out = []
 
-    def walk(items, depth):
+    def walk(items, depth, path):
         for label, rate, total, children in _order(state, items):
             out.append(Line(depth, label, rate, total))
+            here = path + (label,)
             if state.expand:
-                walk(children, depth + 1)
-    walk(_tree(rows, levels), 0)
+                walk(children, depth + 1, here)
+            if state.explain and why and not children:
+                vm_reason = (here[1], here[0]) if state.group == "reason" else (here[0], here[-1])
+                if vm_reason in why:
+                    out.append(Line(depth + 1, "why: " + why[vm_reason]))
+    walk(_tree(rows, levels), 0, ())
     return out
 
 
@@ -125,7 +136,8 @@ def screen(lines, state, width, height, title, losses=""):
     label_w = max(10, width - 26)
     cols = "%-*s %12s %12s" % (label_w, {"reason": "REASON / VM"}.get(state.group, "VM / THREAD / REASON"),
                                "EXITS/s", "TOTAL")
-    body = ["%-*s %12.1f %12d" % (label_w, ("  " * l.depth + l.label)[:label_w], l.rate, l.total) for l in lines]
+    body = ["%-*s %12.1f %12d" % (label_w, ("  " * l.depth + l.label)[:label_w], l.rate, l.total)
+            if l.rate is not None else ("  " * l.depth + l.label)[:width] for l in lines]
     room = height - 3 - (1 if losses else 0)
     if len(body) > room:
         body = body[:max(room - 1, 0)] + ["... %d more rows (e collapses, f filters)" % (len(body) - room + 1)]
@@ -149,6 +161,15 @@ def _draw(stdscr, text):
     stdscr.refresh()
 
 
+def _why(shown, facts, names, seconds):
+    """{(VM label, reason name): hint text} of a snapshot."""
+    vms = {}
+    for k in shown.totals:
+        vms.setdefault(k.tgid, set()).add(k.tid)
+    found = hints.explain(shown, facts.update({p: sorted(t) for p, t in vms.items()}), names, seconds)
+    return {("%d %s" % (h.row.pid, h.row.vm), h.row.reason_name): h.why for h in found}
+
+
 def _loop(stdscr, tracer, interval, stop):
     """Read every interval, redraw then and after each key, until q or a signal."""
     import curses
@@ -156,9 +177,10 @@ def _loop(stdscr, tracer, interval, stop):
     stdscr.timeout(100)
     names = procinfo.Names()
     state, typing = State(), None          # typing: the filter being typed, or None
+    facts = hostfacts.Facts()
     base = cur = tracer.read()
     shown, rates = cur - base, {}
-    last = time.monotonic()
+    last = since = time.monotonic()
     next_t = last + interval
     while not stop[0]:
         ch = stdscr.getch()
@@ -177,7 +199,7 @@ def _loop(stdscr, tracer, interval, stop):
             typing = ""
         elif ch == ord("r"):
             base = cur = tracer.read()
-            shown, rates = cur - base, {}
+            shown, rates, since = cur - base, {}, time.monotonic()
         elif 0 <= ch < 256:
             state = press(state, chr(ch))
         now = time.monotonic()
@@ -194,7 +216,8 @@ def _loop(stdscr, tracer, interval, stop):
             time.strftime("%H:%M:%S"), tracer.attached.kind, interval, sum(rates.values()))
         losses = "not counted: %d (map full), %d (skipped)" % (shown.drops, shown.skipped) \
             if shown.drops or shown.skipped else ""
-        text = screen(model(rates, shown.totals, state, names), state, width, height - (typing is not None),
+        why = _why(shown, facts, names, now - since) if state.explain else None
+        text = screen(model(rates, shown.totals, state, names, why), state, width, height - (typing is not None),
                       title, losses)
         if typing is not None:
             text.append("filter (pid or VM name; Enter applies, Esc cancels): " + typing)
@@ -208,19 +231,21 @@ def _loop(stdscr, tracer, interval, stop):
 @click.option("--mode", type=click.Choice(MODES), default="auto", show_default=True, help="attach mode")
 @click.option("--max-entries", type=click.IntRange(min=1, max=1 << 24), default=DEFAULT_MAX_ENTRIES,
               show_default=True, help="capacity of the counts map, in (thread, reason) pairs")
+@click.option("--detail", is_flag=True, help="count KVM's events under the exits too, for x's port and MSR hints")
 @click.option("--calibrate", is_flag=True, hidden=True, help="show kvm:kvm_pio by port instead")
-def top(pid, interval, mode, max_entries, calibrate):
+def top(pid, interval, mode, max_entries, detail, calibrate):
     """A live full-screen view of exit rates, by VM, vCPU thread and reason.
 
     Keys: q quit, p pause, r reset the totals, g grouping (VM, VM > thread,
     reason), s sort (rate, total, name), e expand/collapse, f filter by
-    PID or VM name.
+    PID or VM name, x explain (kvmexit --explain's hints under the reasons).
     """
     import curses
     import sys
     if not sys.stdout.isatty():
         raise click.UsageError("top needs a terminal; for a log use kvmexit -i SECONDS")
-    tracer = Tracer(TraceOptions(Filter(tgid=pid or 0), mode, "kvm_pio" if calibrate else "kvm_exit", max_entries))
+    tracer = Tracer(TraceOptions(Filter(tgid=pid or 0), mode, "kvm_pio" if calibrate else "kvm_exit", max_entries,
+                                 detail=detail))
     stop = [False]
 
     def on_signal(signum, frame):

@@ -227,6 +227,30 @@ def perf():
     return {"programs": PERF_PROGRAMS, "record": rec, "outs": outs, "reports": reports}
 
 
+# --explain's guest: port 0x80 writes dominate, halts come second
+EXPLAIN_PROGRAMS = ("sync,out:0x80:400,hlt:100,cpuid:10", "sync,out:0x80:300,hlt:80")
+KVM_PARAMS = ("halt_poll_ns", "halt_poll_ns_grow", "halt_poll_ns_shrink")
+
+
+def explain():
+    """kvmexit --detail --explain over a guest's life, table and JSON, and
+    the kvm module parameters its hints should show as read."""
+    g = Proc("guest", guest(EXPLAIN_PROGRAMS), stdin=True)
+    info = json.loads(g.expect(lambda l: l.startswith('{"pid"')))
+    g.expect(lambda l: l.startswith('{"sync": 0}'))
+    tracers = {fmt: Proc(fmt, ["kvmexit", "--verbose", "-p", info["pid"], "--detail", "--explain", "-o", fmt])
+               for fmt in ("table", "json")}
+    for t in tracers.values():
+        t.attached()
+    g.send("")
+    g.expect(lambda l: l.startswith('{"done"'))
+    outs = {name: t.stop() for name, t in tracers.items()}
+    outs["guest"] = g.stop(None)
+    return {"pid": info["pid"], "tids": info["tids"], "outs": outs,
+            "params": {p: read("/sys/module/kvm/parameters/" + p).strip() for p in KVM_PARAMS},
+            "modules": sorted(m for m in ("kvm", "kvm_intel", "kvm_amd") if os.path.isdir("/sys/module/%s/parameters" % m))}
+
+
 DEMO_PROGRAMS = ("sync,out:0x80:300,cpuid:20,rdmsr:5,wrmsr:5,hlt:3",
                  "sync,out:0x70:200,out:0x71:200,cpuid:10,hlt:2")
 
@@ -244,11 +268,12 @@ def demo(extra=()):
     return t.stop()
 
 
-SCENARIOS = {"facts": facts, "selftest": selftests, "views": views, "perf": perf, "demo": demo}
+SCENARIOS = {"facts": facts, "selftest": selftests, "views": views, "perf": perf, "explain": explain, "demo": demo}
 
 
 def main(argv):
-    names = [n for n in (argv or ["all"]) for n in (("facts", "selftest", "views", "perf") if n == "all" else (n,))]
+    names = [n for n in (argv or ["all"])
+             for n in (("facts", "selftest", "views", "perf", "explain") if n == "all" else (n,))]
     results = {}
     for name in names:
         start = time.monotonic()

@@ -1,0 +1,327 @@
+# SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+"""--explain: what a frequent exit means on this host and what usually
+removes it (pure: the rules are data, the host's facts come in).
+
+Each rule names the exit reasons it is about (VMX and SVM spellings; the
+calibration hook's rows are port writes, so the I/O rules take them too),
+optionally the detail it needs (a port, an MSR, an MMIO page, a hypercall:
+--detail's counts under the row), a condition over the row, the module
+parameters and the VMM's command line, the facts it shows ("seen"), its
+text, and its source.  A row gets the first rule that applies; the texts
+state no number but those measured or read, which come in as fields.
+"""
+import re
+from dataclasses import dataclass
+
+from . import details, report
+from .abi import KVMEXIT_DETAIL_HYPERCALL, KVMEXIT_DETAIL_MMIO, KVMEXIT_DETAIL_MSR, KVMEXIT_DETAIL_PIO, KVMEXIT_DIR_WRITE
+from .report import DetailCount
+
+IO = frozenset({"IO_INSTRUCTION", "IOIO"})
+MSR = frozenset({"MSR_READ", "MSR_WRITE", "MSR", "MSR_READ_IMM", "MSR_WRITE_IMM"})
+MMIO_EXITS = frozenset({"EPT_MISCONFIG", "EPT_VIOLATION", "NPF", "APIC_ACCESS"})
+APIC = frozenset({"APIC_ACCESS", "APIC_WRITE", "EOI_INDUCED", "TPR_BELOW_THRESHOLD", "AVIC_INCOMPLETE_IPI",
+                  "AVIC_UNACCELERATED_ACCESS"})
+# the rows --explain looks at: at most this many per VM, each this share of the VM's exits or more
+TOP_ROWS, MIN_SHARE = 3, 0.05
+
+
+@dataclass(frozen=True)
+class Row:
+    """One VM's exits of one reason, as a rule sees them."""
+    pid: int
+    vm: str
+    isa: str          # "vmx", "svm", "pio" (the calibration hook: reason is a port)
+    reason: int
+    reason_name: str
+    count: int
+    share: float      # of the VM's exits
+    rate: float       # per second, None where the time is not known
+    detail: tuple     # report.DetailCount, most first
+
+
+@dataclass(frozen=True)
+class Ctx:
+    row: Row
+    params: dict      # HostFacts.params
+    vm: object        # hostfacts.VmFacts or None
+    host: object      # HostFacts
+
+    def param(self, name):
+        return self.params.get(name)
+
+    def top(self, kind, pred):
+        """The row's most frequent detail of a kind for which pred holds, or
+        None; a calibration row (a port write) is its own I/O detail."""
+        found = self.row.detail
+        if kind == KVMEXIT_DETAIL_PIO and self.row.isa == "pio":
+            found = (DetailCount(KVMEXIT_DETAIL_PIO, KVMEXIT_DIR_WRITE, self.row.reason, self.row.count),)
+        return next((d for d in found if d.kind == kind and pred(d)), None)
+
+    def flag(self, name):
+        """A -cpu flag of the VMM: True, False, or None (not given)."""
+        return self.vm.cpu_flags().get(name) if self.vm else None
+
+
+def _port(*ranges):
+    return lambda d: any(lo <= d.value <= hi for lo, hi in ranges)
+
+
+def _msr(*values, write=None):
+    return lambda d: d.value in values and (write is None or (d.dir == KVMEXIT_DIR_WRITE) == write)
+
+
+def _on(value):
+    return value is not None and value.upper() in ("Y", "1")
+
+
+def _off(value):
+    return value is not None and value.upper() in ("N", "0")
+
+
+# -- the facts a rule may show: name -> callable(ctx) -> str or None (not read here)
+def _vmm_cpu(c):
+    return None if c.vm is None else c.vm.options.get("-cpu", "(not given)")
+
+
+def _placement(c):
+    if c.vm is None or not c.vm.affinity:
+        return None
+    return "%d vCPUs, %d pinned to one CPU, on %d host CPUs" % (c.vm.vcpus, c.vm.pinned, c.host.host_cpus)
+
+
+FACTS = {
+    "vmm": lambda c: None if c.vm is None else c.vm.vmm,
+    "-cpu": _vmm_cpu,
+    "-overcommit": lambda c: None if c.vm is None else c.vm.options.get("-overcommit", "(not given)"),
+    "placement": _placement,
+    "clocksource": lambda c: c.host.clocksource,
+}
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    reasons: frozenset
+    cause: str        # what causes the exit; may use {port} {port_name} {msr} {msr_name} {page} {page_name} {hypercall}
+    remedy: str       # the usual remedy
+    source: str       # where that is documented
+    detail: tuple = None   # (kind, pred): the row's top detail of that kind must satisfy pred
+    when: object = None    # callable(Ctx) -> bool, beyond reasons and detail
+    seen: tuple = ()       # module parameters ("kvm.halt_poll_ns") and FACTS names shown with their values
+    about: str = ""        # the detail and condition, in words (the README's table)
+
+
+RULES = (
+    Rule("io-delay-port", IO, "the guest writes port {port}{port_name} to delay its I/O: each write a round trip "
+         "to the VMM",
+         "a Linux guest skips these delays when its CPU model has kvm-nopiodelay (QEMU's default with KVM) or "
+         "with the boot option io_delay=none",
+         "QEMU docs/system/i386/kvm-pv.rst (kvm-nopiodelay); Linux Documentation/admin-guide/kernel-parameters.txt "
+         "(io_delay)", detail=(KVMEXIT_DETAIL_PIO, _port((0x80, 0x80))), seen=("vmm", "-cpu"), about="port 0x80"),
+    Rule("io-pm-timer", IO, "the guest reads the ACPI PM timer at port {port}: its clocksource is acpi_pm",
+         "give the guest kvm-clock (QEMU's kvmclock CPU flag) or a stable TSC as its clocksource",
+         "Linux Documentation/virt/kvm/x86/timekeeping.rst; QEMU docs/system/i386/kvm-pv.rst (kvmclock)",
+         detail=(KVMEXIT_DETAIL_PIO, _port((0x608, 0x60B), (0xB008, 0xB00B))), seen=("vmm", "-cpu"), about="ports 0x608-0x60b, 0xb008-0xb00b"),
+    Rule("io-rtc", IO, "the guest accesses the RTC/CMOS at port {port}: hardware clock reads, or an RTC interrupt "
+         "it rearms", "keep guest time with kvm-clock rather than the RTC, and no hwclock or RTC timer in a loop",
+         "Linux Documentation/virt/kvm/x86/timekeeping.rst", detail=(KVMEXIT_DETAIL_PIO, _port((0x70, 0x71))),
+         seen=("vmm", "-cpu"), about="ports 0x70-0x71"),
+    Rule("io-serial", IO, "the guest writes an emulated UART at port {port}{port_name}, a byte per exit: a "
+         "serial console", "lower the guest's console log level (loglevel=, quiet) or give it a virtio console "
+         "(-device virtconsole)", "QEMU manual: -device virtconsole; Linux "
+         "Documentation/admin-guide/kernel-parameters.txt (loglevel)",
+         detail=(KVMEXIT_DETAIL_PIO, _port((0x3F8, 0x3FF), (0x2F8, 0x2FF), (0x3E8, 0x3EF), (0x2E8, 0x2EF))),
+         seen=("vmm",), about="COM1-4 ports"),
+    Rule("io-pci-config", IO, "PCI configuration space through ports {port}: the guest probes or reprograms PCI "
+         "devices", "at run time only drivers that poll config space do this; on a q35 machine the guest can "
+         "use MMCONFIG instead", "QEMU docs/pcie.txt",
+         detail=(KVMEXIT_DETAIL_PIO, _port((0xCF8, 0xCFF))), seen=("vmm",), about="ports 0xcf8-0xcff"),
+    Rule("io-device", IO, "port I/O to a device the VMM emulates (port {port}{port_name}): each access a round trip "
+         "to userspace", "a virtio device, whose notifications KVM completes in the kernel (ioeventfd), in place "
+         "of the emulated one", "Linux Documentation/virt/kvm/api.rst (KVM_IOEVENTFD)",
+         detail=(KVMEXIT_DETAIL_PIO, lambda d: True), seen=("vmm",), about="any other port"),
+    Rule("hlt", frozenset({"HLT"}), "the vCPU had nothing to run and halted; KVM polls for a wake-up up to "
+         "halt_poll_ns before it sleeps", "idle exits cost the guest little: for wake-up latency raise "
+         "kvm.halt_poll_ns (it burns host CPU) or poll in the guest (cpuidle-haltpoll); on dedicated CPUs QEMU's "
+         "-overcommit cpu-pm=on lets the guest halt without exiting",
+         "Linux Documentation/virt/kvm/halt-polling.rst; QEMU manual (-overcommit cpu-pm)",
+         when=lambda c: "cpu-pm=on" not in ((c.vm.options.get("-overcommit") if c.vm else None) or ""),
+         seen=("kvm.halt_poll_ns", "kvm.halt_poll_ns_grow", "kvm.halt_poll_ns_shrink", "-overcommit"), about="unless the VMM has -overcommit cpu-pm=on"),
+    Rule("pause", frozenset({"PAUSE_INSTRUCTION", "PAUSE"}), "pause-loop exiting: a vCPU spun on a lock, usually "
+         "one held by a preempted vCPU of the same VM", "fewer vCPUs than host CPUs, or vCPUs pinned to CPUs of "
+         "their own; paravirtual spinlocks (kvm-pv-unhalt) let waiters sleep; with dedicated CPUs pause-loop "
+         "exiting can be turned off (kvm_intel ple_gap, kvm_amd pause_filter_count)",
+         "Intel SDM Vol. 3C, PAUSE-Loop Exiting; AMD APM Vol. 2, Pause Intercept Filtering; QEMU "
+         "docs/system/i386/kvm-pv.rst (kvm-pv-unhalt)",
+         seen=("kvm_intel.ple_gap", "kvm_intel.ple_window", "kvm_amd.pause_filter_count",
+               "kvm_amd.pause_filter_thresh", "placement", "-cpu")),
+    Rule("external-interrupt", frozenset({"EXTERNAL_INTERRUPT", "INTR"}), "a host interrupt (a device's, a timer "
+         "tick, an IPI) arrived on the CPU while the guest ran", "pin the vCPU threads to CPUs kept free of host "
+         "interrupts and housekeeping (irqaffinity=, isolcpus=, nohz_full=)",
+         "Linux Documentation/admin-guide/kernel-per-CPU-kthreads.rst; Documentation/admin-guide/"
+         "kernel-parameters.txt (irqaffinity, nohz_full)", seen=("placement",)),
+    Rule("msr-tsc-deadline", MSR, "the guest arms its APIC timer in TSC-deadline mode: one wrmsr of {msr} per timer",
+         "fewer guest timers make fewer (a tickless guest kernel, timer slack); KVM handles the write on its fast "
+         "path, with the VMX preemption timer on Intel", "Intel SDM Vol. 3A, TSC-Deadline Mode; Linux "
+         "Documentation/virt/kvm/x86/timekeeping.rst", detail=(KVMEXIT_DETAIL_MSR, _msr(0x6E0, write=True)),
+         seen=("kvm_intel.preemption_timer", "kvm.lapic_timer_advance_ns"), about="wrmsr 0x6e0"),
+    Rule("msr-x2apic-icr", MSR, "the guest sends IPIs through the x2APIC ICR ({msr})", "APICv or AVIC deliver IPIs "
+         "to running vCPUs without this exit's emulation; paravirtual IPIs (kvm-pv-ipi) send many in one "
+         "hypercall; Hyper-V guests: hv-ipi", "Linux Documentation/virt/kvm/x86/hypercalls.rst (KVM_HC_SEND_IPI); "
+         "QEMU docs/system/i386/kvm-pv.rst (kvm-pv-ipi), docs/system/i386/hyperv.rst (hv-ipi)",
+         detail=(KVMEXIT_DETAIL_MSR, _msr(0x830, write=True)),
+         seen=("kvm_intel.enable_apicv", "kvm_amd.avic", "-cpu"), about="wrmsr 0x830"),
+    Rule("msr-x2apic-eoi", MSR, "the guest signals end of interrupt through the x2APIC EOI register ({msr})",
+         "APICv's virtual-interrupt delivery or AVIC take EOIs without exits; else paravirtual EOI (kvm-pv-eoi, "
+         "QEMU's default)", "Linux Documentation/virt/kvm/x86/msr.rst (MSR_KVM_PV_EOI_EN)",
+         detail=(KVMEXIT_DETAIL_MSR, _msr(0x80B, write=True)),
+         seen=("kvm_intel.enable_apicv", "kvm_amd.avic", "-cpu"), about="wrmsr 0x80b"),
+    Rule("msr-hyperv", MSR, "a Hyper-V enlightened guest (Windows) uses its synthetic MSR {msr}{msr_name}",
+         "give the guest the enlightenments that keep these in the kernel: hv-vapic (EOI, ICR, TPR), hv-synic "
+         "with hv-stimer and hv-stimer-direct, hv-time", "QEMU docs/system/i386/hyperv.rst",
+         detail=(KVMEXIT_DETAIL_MSR, lambda d: 0x40000000 <= d.value <= 0x400000FF), seen=("-cpu",), about="MSRs 0x40000000-0x400000ff"),
+    Rule("msr-other", MSR, "the guest reads or writes MSR {msr}{msr_name}, which KVM intercepts", "the MSR's name "
+         "says which feature: the guest's kernel or its CPU model (-cpu ...,-feature) decides whether it is used",
+         "Intel SDM Vol. 4, Model-Specific Registers", detail=(KVMEXIT_DETAIL_MSR, lambda d: True),
+         seen=("-cpu",), about="any other MSR"),
+    Rule("mmio-apic", MMIO_EXITS, "the guest accesses its xAPIC by MMIO (page {page})", "x2APIC mode (QEMU "
+         "-cpu ...,+x2apic) with APICv or AVIC makes these accesses exit-free or cheap",
+         "Intel SDM Vol. 3C, APIC Virtualization; AMD APM Vol. 2, AVIC",
+         detail=(KVMEXIT_DETAIL_MMIO, lambda d: d.value == 0xFEE00000),
+         seen=("kvm_intel.enable_apicv", "kvm_amd.avic", "-cpu"), about="MMIO page 0xfee00000"),
+    Rule("mmio-device", MMIO_EXITS, "MMIO to page {page}{page_name} of an emulated device: each access decoded "
+         "and emulated by KVM, most handed on to the VMM", "a virtio device (virtio-net, virtio-blk) in place of "
+         "an emulated one (e1000, IDE); virtio's notifications stay in the kernel (ioeventfd)",
+         "Linux Documentation/virt/kvm/x86/mmu.rst (MMIO sptes); Documentation/virt/kvm/api.rst (KVM_IOEVENTFD)",
+         detail=(KVMEXIT_DETAIL_MMIO, lambda d: True), seen=("vmm",), about="any other MMIO page"),
+    Rule("ept-fault", frozenset({"EPT_VIOLATION", "NPF"}), "guest memory the host had not mapped: first touch, "
+         "reclaimed or migrated pages, or write tracking for dirty logging", "back the guest with huge pages and "
+         "preallocate it (hugetlbfs with -mem-prealloc, or a memory backend with prealloc=on); where the iTLB "
+         "multihit mitigation is not needed, kvm.nx_huge_pages=off",
+         "Linux Documentation/admin-guide/hw-vuln/multihit.rst; Documentation/virt/kvm/x86/mmu.rst",
+         seen=("kvm.nx_huge_pages", "kvm.tdp_mmu", "kvm_intel.enable_pml"), about="no MMIO under the row"),
+    Rule("apic-unaccelerated", APIC, "local APIC accesses with APIC virtualization off", "turn on APICv "
+         "(kvm_intel's enable_apicv) or AVIC (kvm_amd's avic) where the CPU has it",
+         "Intel SDM Vol. 3C, APIC Virtualization; AMD APM Vol. 2, AVIC",
+         when=lambda c: _off(c.param("kvm_intel.enable_apicv")) or _off(c.param("kvm_amd.avic")),
+         seen=("kvm_intel.enable_apicv", "kvm_amd.avic"), about="enable_apicv or avic off"),
+    Rule("apic-accelerated", APIC, "what APIC virtualization still traps: APIC register writes, EOIs of "
+         "level-triggered interrupts, IPIs to vCPUs not running", "x2APIC mode in the guest, MSI (edge) "
+         "interrupts where the device has them, and fewer IPIs to halted vCPUs",
+         "Intel SDM Vol. 3C, APIC Virtualization; AMD APM Vol. 2, AVIC",
+         when=lambda c: _on(c.param("kvm_intel.enable_apicv")) or _on(c.param("kvm_amd.avic")),
+         seen=("kvm_intel.enable_apicv", "kvm_amd.avic", "-cpu"), about="enable_apicv or avic on"),
+    Rule("cpuid", frozenset({"CPUID"}), "CPUID always exits: the guest queries CPU features, at boot and in "
+         "software that serializes or identifies the CPU with it", "frequent CPUID at run time comes from the "
+         "guest's software; nothing on the host removes the exit",
+         "Intel SDM Vol. 3C, Instructions That Cause VM Exits Unconditionally; Linux "
+         "Documentation/virt/kvm/x86/cpuid.rst"),
+    Rule("preemption-timer", frozenset({"PREEMPTION_TIMER"}), "the VMX preemption timer expired: KVM runs the "
+         "guest's APIC timer on it", "one exit per guest timer expiry: a tickless guest with fewer timers has "
+         "fewer; with kvm_intel preemption_timer off the timer moves to a host hrtimer and its interrupt",
+         "Intel SDM Vol. 3C, VMX-Preemption Timer", seen=("kvm_intel.preemption_timer",)),
+    Rule("xsetbv", frozenset({"XSETBV"}), "the guest writes XCR0, its extended-state features: at boot, and when "
+         "it switches between tasks that use different ones", "frequent XSETBV comes from the guest's kernel; "
+         "nothing on the host removes the exit", "Intel SDM Vol. 3C, XSETBV; AMD APM Vol. 2, XSETBV intercept"),
+    Rule("rdtsc", frozenset({"RDTSC", "RDTSCP"}), "KVM traps the guest's TSC reads, as it does where the host's "
+         "TSC is unreliable or the guest's must be emulated", "a stable, invariant host TSC (clocksource tsc), "
+         "kvm-clock in the guest, and TSC scaling where the guest's TSC frequency differs from the host's",
+         "Linux Documentation/virt/kvm/x86/timekeeping.rst", seen=("clocksource",)),
+    Rule("hypercall", frozenset({"VMCALL", "VMMCALL"}), "hypercalls, mostly {hypercall}: {hypercall_meaning}",
+         "these replace costlier exits; many kicks mean lock contention in the guest, many yields vCPU "
+         "overcommit", "Linux Documentation/virt/kvm/x86/hypercalls.rst",
+         detail=(KVMEXIT_DETAIL_HYPERCALL, lambda d: True), seen=("placement",), about="the top hypercall"),
+)
+
+HYPERCALL_MEANING = {5: "a paravirtual spinlock's waiter woken (kvm-pv-unhalt)", 10: "paravirtual IPIs (kvm-pv-ipi)",
+                     11: "a vCPU yielding to a preempted one (kvm-pv-sched-yield)",
+                     12: "a confidential guest converting memory", 9: "the guest's clock paired with the host's"}
+
+
+@dataclass(frozen=True)
+class Hint:
+    row: Row
+    rule: Rule
+    why: str
+    seen: tuple       # (name, value) read
+    fix: str
+
+
+def _fields(detail):
+    """The template fields a detail gives ({port}, {msr_name}, ...)."""
+    if detail is None:
+        return {}
+    n = details.name(detail.kind, detail.value)
+    named = " (%s)" % n if n else ""
+    if detail.kind == KVMEXIT_DETAIL_PIO:
+        return {"port": "0x%04x" % detail.value, "port_name": named}
+    if detail.kind == KVMEXIT_DETAIL_MSR:
+        return {"msr": "0x%x" % detail.value, "msr_name": named}
+    if detail.kind == KVMEXIT_DETAIL_MMIO:
+        return {"page": "0x%x" % detail.value, "page_name": named}
+    if detail.kind == KVMEXIT_DETAIL_HYPERCALL:
+        return {"hypercall": n or "hypercall %d" % detail.value,
+                "hypercall_meaning": HYPERCALL_MEANING.get(detail.value, "see the documentation")}
+    return {}
+
+
+def hint(row, params, vm, host, rules=RULES):
+    """The first rule that applies to a row, as a Hint, or None."""
+    ctx = Ctx(row, params, vm, host)
+    for rule in rules:
+        if row.reason_name not in rule.reasons and not (row.isa == "pio" and rule.reasons is IO):
+            continue
+        d = ctx.top(*rule.detail) if rule.detail is not None else None
+        if (rule.detail is not None and d is None) or (rule.when is not None and not rule.when(ctx)):
+            continue
+        f = _fields(d)
+        seen = []
+        for name in rule.seen:
+            value = FACTS[name](ctx) if name in FACTS else params.get(name)
+            if value is not None:
+                seen.append((name, value))
+        return Hint(row, rule, rule.cause.format(**f), tuple(seen), rule.remedy)
+    return None
+
+
+def rows_to_explain(rows):
+    """Of report rows (one VM's), those --explain looks at: the VM's first
+    TOP_ROWS by count that make MIN_SHARE of its exits or more."""
+    total = sum(r.count for r in rows)
+    return [r for r in sorted(rows, key=lambda r: -r.count)[:TOP_ROWS] if total and r.count / total >= MIN_SHARE]
+
+
+NUMBER = re.compile(r"(?<![\w.])(0x[0-9a-f]+|\d+(\.\d+)?)(?![\w.])", re.I)
+
+
+def stated_numbers(text):
+    """The numbers a text states (not those inside names such as x2APIC or IA32_PAT)."""
+    return [m.group(0) for m in NUMBER.finditer(text)]
+
+
+def explain(snap, facts, names, seconds=None):
+    """The hints for the top rows of each VM of a snapshot (pure but for names).
+
+    Args:
+        snap: counts.Snapshot (its details, with --detail, pick the rules that need them).
+        facts: hostfacts.HostFacts.
+        names: procinfo.Names (VM names).
+        seconds: the time the snapshot covers, for rates; None: not known.
+    Returns:
+        [Hint], by PID, then by count.
+    """
+    by_vm = {}
+    for r in report.rows(snap.totals, "vm", detail_counts=snap.details):
+        by_vm.setdefault(r.tgid, []).append(r)
+    out = []
+    for pid in sorted(by_vm):
+        rows = by_vm[pid]
+        total = sum(r.count for r in rows)
+        for r in rows_to_explain(rows):
+            row = Row(pid, names.vm(pid), r.isa_name, r.reason, r.name, r.count, r.count / total,
+                      r.count / seconds if seconds else None, r.detail)
+            h = hint(row, facts.params, facts.vms.get(pid), facts)
+            if h is not None:
+                out.append(h)
+    return out

@@ -1,0 +1,219 @@
+# SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+"""--explain: every rule fires on a synthetic row with a fixture of module
+parameters and a VMM command line (a fake /sys/module and /proc, read by
+hostfacts), and stays silent when its condition is false; the texts state
+no number they were not given; the README lists every rule; and the
+built-in guest's dominant exits get their hint through the real CLI."""
+import json
+import signal
+
+import pytest
+
+from helpers import REPO, GuestProc, calibrated
+from kvmexit import hints, hostfacts, output
+from kvmexit.abi import (KVMEXIT_DETAIL_HYPERCALL as HC, KVMEXIT_DETAIL_MMIO as MMIO, KVMEXIT_DETAIL_MSR as MSR,
+                         KVMEXIT_DETAIL_PIO as PIO, KVMEXIT_DETAIL_USER as USER, KVMEXIT_DIR_NONE as NONE,
+                         KVMEXIT_DIR_READ as RD, KVMEXIT_DIR_WRITE as WR)
+from kvmexit.report import DetailCount
+
+PID, TIDS = 4242, (4243, 4244)
+PARAMS = {"kvm": {"halt_poll_ns": "200000", "halt_poll_ns_grow": "2", "halt_poll_ns_shrink": "0",
+                  "nx_huge_pages": "Y", "tdp_mmu": "Y", "lapic_timer_advance_ns": "-1"},
+          "kvm_intel": {"enable_apicv": "Y", "ple_gap": "128", "ple_window": "4096", "preemption_timer": "Y",
+                        "enable_pml": "Y"}}
+ARGV = ["/usr/bin/qemu-system-x86_64", "-name", "guest=web1", "-cpu", "host,+x2apic,kvm-pv-unhalt=off",
+        "-overcommit", "cpu-pm=off", "-machine", "q35"]
+
+
+def _facts(tmp_path, params=PARAMS, argv=ARGV, affinity=("3", "0-7")):
+    sysm = tmp_path / "sys_module"
+    for mod, values in params.items():
+        (sysm / mod / "parameters").mkdir(parents=True)
+        for k, v in values.items():
+            (sysm / mod / "parameters" / k).write_text(v + "\n")
+    proc = tmp_path / "proc"
+    (proc / str(PID)).mkdir(parents=True)
+    (proc / str(PID) / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
+    for tid, cpus in zip(TIDS, affinity):
+        (proc / str(PID) / "task" / str(tid)).mkdir(parents=True)
+        (proc / str(PID) / "task" / str(tid) / "status").write_text("Name:\tCPU/KVM\nCpus_allowed_list:\t%s\n" % cpus)
+    return hostfacts.Facts(str(sysm), str(proc)).update({PID: list(TIDS)})
+
+
+def _row(reason_name, isa="vmx", detail=(), count=1000, share=0.5, reason=0):
+    return hints.Row(PID, "web1", isa, reason, reason_name, count, share, 100.0,
+                     tuple(DetailCount(k, d, v, n) for k, d, v, n in detail))
+
+
+def _hint(facts, row):
+    return hints.hint(row, facts.params, facts.vms.get(PID), facts)
+
+
+def _apicv(value):
+    return {**PARAMS, "kvm_intel": {**PARAMS["kvm_intel"], "enable_apicv": value}}
+
+
+# rule -> (row that fires it, its seen values; the row or facts under which it is silent)
+CASES = {
+    "io-delay-port": (_row("IOIO", "svm", [(PIO, WR, 0x80, 900), (USER, NONE, 2, 900)]),
+                      {"vmm": "qemu-system-x86_64", "-cpu": "host,+x2apic,kvm-pv-unhalt=off"},
+                      _row("IOIO", "svm", [(PIO, WR, 0x60, 900)])),
+    "io-pm-timer": (_row("IO_INSTRUCTION", detail=[(PIO, RD, 0x608, 50)]), {"vmm": "qemu-system-x86_64",
+                    "-cpu": "host,+x2apic,kvm-pv-unhalt=off"}, _row("IO_INSTRUCTION", detail=[(PIO, RD, 0x600, 50)])),
+    "io-rtc": (_row("IO_INSTRUCTION", detail=[(PIO, RD, 0x71, 50)]), None, _row("IO_INSTRUCTION", detail=[(PIO, RD, 0x72, 5)])),
+    "io-serial": (_row("IOIO", "svm", [(PIO, WR, 0x3F8, 50)]), {"vmm": "qemu-system-x86_64"},
+                  _row("IOIO", "svm", [(PIO, WR, 0x3F0, 50)])),
+    "io-pci-config": (_row("IOIO", "svm", [(PIO, RD, 0xCFC, 50)]), None, _row("IOIO", "svm", [(PIO, RD, 0xD00, 50)])),
+    "io-device": (_row("IOIO", "svm", [(PIO, WR, 0xC050, 50)]), {"vmm": "qemu-system-x86_64"}, _row("IOIO", "svm")),
+    "hlt": (_row("HLT"), {"kvm.halt_poll_ns": "200000", "kvm.halt_poll_ns_grow": "2", "kvm.halt_poll_ns_shrink": "0",
+                          "-overcommit": "cpu-pm=off"},
+            {"argv": ARGV[:5] + ["-overcommit", "cpu-pm=on"]}),
+    "pause": (_row("PAUSE_INSTRUCTION"), {"kvm_intel.ple_gap": "128", "kvm_intel.ple_window": "4096",
+                                          "placement": "2 vCPUs, 1 pinned to one CPU, on %d host CPUs",
+                                          "-cpu": "host,+x2apic,kvm-pv-unhalt=off"}, _row("HLT")),
+    "external-interrupt": (_row("INTR", "svm"), {"placement": "2 vCPUs, 1 pinned to one CPU, on %d host CPUs"},
+                           _row("NMI", "svm")),
+    "msr-tsc-deadline": (_row("MSR_WRITE", detail=[(MSR, WR, 0x6E0, 700)]), {"kvm_intel.preemption_timer": "Y",
+                         "kvm.lapic_timer_advance_ns": "-1"}, _row("MSR_READ", detail=[(MSR, RD, 0x6E0, 700)])),
+    "msr-x2apic-icr": (_row("MSR_WRITE", detail=[(MSR, WR, 0x830, 700)]), {"kvm_intel.enable_apicv": "Y",
+                       "-cpu": "host,+x2apic,kvm-pv-unhalt=off"}, _row("MSR_READ", detail=[(MSR, RD, 0x830, 7)])),
+    "msr-x2apic-eoi": (_row("MSR", "svm", [(MSR, WR, 0x80B, 700)]), None, _row("MSR", "svm", [(MSR, WR, 0x80C, 7)])),
+    "msr-hyperv": (_row("MSR_WRITE", detail=[(MSR, WR, 0x40000070, 700)]), {"-cpu": "host,+x2apic,kvm-pv-unhalt=off"},
+                   _row("MSR_WRITE", detail=[(MSR, WR, 0x3B, 700)])),
+    "msr-other": (_row("MSR_READ", detail=[(MSR, RD, 0x1A0, 7)]), None, _row("MSR_READ")),
+    "mmio-apic": (_row("APIC_ACCESS", detail=[(MMIO, WR, 0xFEE00000, 70)]), None,
+                  _row("EPT_MISCONFIG", detail=[(MMIO, WR, 0xFEBF0000, 70)])),
+    "mmio-device": (_row("NPF", "svm", [(MMIO, WR, 0xFEBF1000, 70)]), {"vmm": "qemu-system-x86_64"}, _row("NPF", "svm")),
+    "ept-fault": (_row("EPT_VIOLATION"), {"kvm.nx_huge_pages": "Y", "kvm.tdp_mmu": "Y", "kvm_intel.enable_pml": "Y"},
+                  _row("EPT_VIOLATION", detail=[(MMIO, RD, 0xFEC00000, 5)])),
+    "apic-unaccelerated": (_row("APIC_WRITE"), {"kvm_intel.enable_apicv": "N"}, {"params": _apicv("Y")}),
+    "apic-accelerated": (_row("EOI_INDUCED"), {"kvm_intel.enable_apicv": "Y", "-cpu": "host,+x2apic,kvm-pv-unhalt=off"},
+                         {"params": _apicv("N")}),
+    "cpuid": (_row("CPUID"), {}, _row("INVD")),
+    "preemption-timer": (_row("PREEMPTION_TIMER"), {"kvm_intel.preemption_timer": "Y"}, _row("INVD")),
+    "xsetbv": (_row("XSETBV", "svm"), {}, _row("INVD")),
+    "rdtsc": (_row("RDTSCP"), None, _row("INVD")),
+    "hypercall": (_row("VMCALL", detail=[(HC, NONE, 5, 70)]), None, _row("VMCALL")),
+}
+
+
+def test_every_rule_has_a_case():
+    assert set(CASES) == {r.name for r in hints.RULES}
+    assert len({r.name for r in hints.RULES}) == len(hints.RULES)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_rule_fires_and_stays_silent(tmp_path, name):
+    fires, seen, silent = CASES[name]
+    facts = _facts(tmp_path / "a", **({"params": _apicv("N")} if name == "apic-unaccelerated" else {}))
+    h = _hint(facts, fires)
+    assert h is not None and h.rule.name == name, h and h.rule.name
+    if seen is not None:
+        got = dict(h.seen)
+        if "placement" in seen:
+            seen = dict(seen, placement=seen["placement"] % facts.host_cpus)
+        assert got == seen
+    # every value shown is one read: a module parameter's file, or the command line's
+    for k, v in h.seen:
+        assert k in hints.FACTS or facts.params[k] == v
+    if isinstance(silent, dict):          # the same row, other facts
+        other = _hint(_facts(tmp_path / "b", **silent), fires)
+    else:                                 # the same facts, another row
+        other = _hint(facts, silent)
+    assert other is None or other.rule.name != name
+
+
+def test_placement_and_vmm_read_from_proc(tmp_path):
+    facts = _facts(tmp_path)
+    vm = facts.vms[PID]
+    assert (vm.vmm, vm.pinned, vm.affinity) == ("qemu-system-x86_64", 1, {4243: "3", 4244: "0-7"})
+    assert vm.cpu_flags() == {"x2apic": True, "kvm-pv-unhalt": False}
+    assert vm.options["-machine"] == "q35"
+    py = hostfacts.VmFacts(1, ["/usr/bin/python3", "-m", "kvmexit", "guest"], {}, 2)
+    assert py.vmm == "kvmexit"
+    assert hostfacts.VmFacts(1, ["/usr/bin/python3.11", "/usr/bin/kvmexit", "guest"], {}, 2).vmm == "kvmexit"
+
+
+def test_absent_files_are_notes(tmp_path):
+    """Another vendor's module, a VM gone: a note each, never an error."""
+    facts = _facts(tmp_path, params={"kvm": {"halt_poll_ns": "0"}})
+    f2 = hostfacts.Facts(str(tmp_path / "sys_module"), str(tmp_path / "proc"))
+    host = f2.update({PID: [TIDS[0]], 99999: [1]})
+    assert facts.notes == ["kvm_intel is not loaded: its parameters are not read",
+                           "kvm_amd is not loaded: its parameters are not read"]
+    assert host.notes[-1] == "PID 99999 had ended: its command line and vCPU placement are not read"
+    assert host.vms[99999] is None
+    # the rules that read kvm_intel's parameters show only what was read
+    h = _hint(facts, _row("PAUSE_INSTRUCTION"))
+    assert [k for k, _ in h.seen] == ["placement", "-cpu"]
+
+
+def test_texts_state_no_number_they_were_not_given():
+    for r in hints.RULES:
+        for text in (r.cause, r.remedy):
+            assert hints.stated_numbers(text.replace("{", " {").replace("}", "} ")) == [], (r.name, text)
+    assert hints.stated_numbers("port 0x0080 (POST/delay), IA32_TSC_DEADLINE, x2APIC, 7.5 s") == ["0x0080", "7.5"]
+
+
+def test_top_rows_of_each_vm_and_their_output(tmp_path):
+    from kvmexit.counts import CounterKey as K, DetailKey, Snapshot
+    from kvmexit.procinfo import Names
+    totals = {K(PID, TIDS[0], 30, 0, 1, 0): 900, K(PID, TIDS[1], 30, 1, 1, 0): 100, K(PID, TIDS[0], 12, 0, 1, 0): 300,
+              K(PID, TIDS[0], 10, 0, 1, 0): 40, K(PID, TIDS[0], 1, 0, 1, 0): 39, K(7, 8, 12, 0, 1, 0): 5}
+    det = {DetailKey(K(PID, TIDS[0], 30, 0, 1, 0), PIO, WR, 0x80): 900, DetailKey(K(PID, TIDS[1], 30, 1, 1, 0), PIO, WR, 0x80): 100}
+    facts = _facts(tmp_path)
+    names = Names(proc=str(tmp_path / "proc"))
+    found = hints.explain(Snapshot(totals, details=det), facts, names, seconds=10)
+    # PID 4242: IO (1000) and HLT (300) are its top rows; CPUID (40 of 1379) is under 5%; PID 7: HLT
+    assert [(h.row.pid, h.row.reason_name, h.rule.name, h.row.count) for h in found] == [
+        (7, "HLT", "hlt", 5), (PID, "IO_INSTRUCTION", "io-delay-port", 1000), (PID, "HLT", "hlt", 300)]
+    block = output.hints_block(found[1:2], facts.notes)
+    assert block.splitlines() == [
+        "", "Hints (--explain):", "  not read: kvm_amd is not loaded: its parameters are not read",
+        "  PID 4242 IO_INSTRUCTION: 1000 exits (73% of the VM's, 100.0/s): the guest writes port 0x0080 (POST/delay) "
+        "to delay its I/O: each write a round trip to the VMM; seen: vmm = qemu-system-x86_64, -cpu = "
+        "host,+x2apic,kvm-pv-unhalt=off",
+        "      fix: " + found[1].rule.remedy + " [" + found[1].rule.source + "]"]
+    rec = json.loads(output.json_record("t", None, [], Snapshot(totals), "tp_btf", names, hints=found[1:2],
+                                        notes=facts.notes))
+    assert rec["hints"] == [{"pid": PID, "vm": "web1", "isa": "vmx", "reason": 30, "reason_name": "IO_INSTRUCTION",
+                             "count": 1000, "share": 0.7252, "rate": 100.0, "rule": "io-delay-port",
+                             "why": found[1].why, "seen": {"vmm": "qemu-system-x86_64",
+                                                           "-cpu": "host,+x2apic,kvm-pv-unhalt=off"},
+                             "fix": found[1].fix, "source": found[1].rule.source}]
+    assert rec["facts_not_read"] == ["kvm_amd is not loaded: its parameters are not read"]
+    csv_text = output.csv_rows("t", None, [], Snapshot(totals), names, header=True, hints=found[1:2])
+    assert csv_text.splitlines()[0].endswith(",count,hint_rule,hint_why,hint_seen,hint_fix,hint_source")
+    assert csv_text.splitlines()[1].startswith("t,,4242,,,web1,,vmx,30,IO_INSTRUCTION,1000,io-delay-port,")
+
+
+def test_readme_lists_every_rule_with_its_source():
+    readme = (REPO / "README.md").read_text()
+    for r in hints.RULES:
+        assert "| `%s` |" % r.name in readme and r.source in readme, r.name
+
+
+@pytest.mark.bpf
+@pytest.mark.kvm
+def test_builtin_guest_dominant_exits_get_their_hint():
+    """Here, by the calibration hook: the guest's writes to port 0x80 are
+    its dominant exits, and get the I/O-delay hint, with the VMM read from
+    its command line (kvmexit guest), in the table and in JSON."""
+    g = GuestProc(["sync,out:0x80:900,out:0x3f8:100,sync"])
+    runs = {fmt: calibrated("-p", g.pid, "--detail", "--explain", "-o", fmt) for fmt in ("table", "json")}
+    g.release()
+    assert json.loads(g.p.stdout.readline()) == {"sync": 1}
+    outs = {}
+    for fmt, p in runs.items():
+        p.send_signal(signal.SIGINT)
+        outs[fmt] = p.communicate(timeout=30)[0]
+        assert p.returncode == 0
+    g.finish()
+    rec = json.loads(outs["json"])
+    assert [(h["reason_name"], h["rule"], h["count"], h["seen"]) for h in rec["hints"]] == [
+        ("PORT_0x0080", "io-delay-port", 900, {"vmm": "kvmexit", "-cpu": "(not given)"}),
+        ("PORT_0x03f8", "io-serial", 100, {"vmm": "kvmexit"})]
+    lines = outs["table"].splitlines()
+    at = lines.index("Hints (--explain):")
+    hint = [l for l in lines[at:] if l.startswith("  PID %d PORT_0x0080: 900 exits (90%% of the VM's, " % g.pid)]
+    assert len(hint) == 1 and hint[0].endswith("; seen: vmm = kvmexit, -cpu = (not given)")
