@@ -164,6 +164,16 @@ def started(p):
     raise AssertionError("tracer did not attach")
 
 
+def stop_all(tracers):
+    """SIGINT to each tracer of {name: process}; {name: its stdout}, each exited 0."""
+    outs = {}
+    for name, p in tracers.items():
+        p.send_signal(signal.SIGINT)
+        outs[name] = p.communicate(timeout=30)[0]
+        assert p.returncode == 0, name
+    return outs
+
+
 def calibrated(*args):
     return started(spawn(KVMEXIT + ["--calibrate", "--verbose"] + list(args), stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE))

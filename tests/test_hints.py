@@ -5,11 +5,10 @@ hostfacts), and stays silent when its condition is false; the texts state
 no number they were not given; the README lists every rule; and the
 built-in guest's dominant exits get their hint through the real CLI."""
 import json
-import signal
 
 import pytest
 
-from helpers import REPO, GuestProc, calibrated
+from helpers import REPO, GuestProc, calibrated, stop_all
 from kvmexit import hints, hostfacts, output
 from kvmexit.abi import (KVMEXIT_DETAIL_HYPERCALL as HC, KVMEXIT_DETAIL_MMIO as MMIO, KVMEXIT_DETAIL_MSR as MSR,
                          KVMEXIT_DETAIL_PIO as PIO, KVMEXIT_DETAIL_USER as USER, KVMEXIT_DIR_NONE as NONE,
@@ -203,11 +202,7 @@ def test_builtin_guest_dominant_exits_get_their_hint():
     runs = {fmt: calibrated("-p", g.pid, "--detail", "--explain", "-o", fmt) for fmt in ("table", "json")}
     g.release()
     assert json.loads(g.p.stdout.readline()) == {"sync": 1}
-    outs = {}
-    for fmt, p in runs.items():
-        p.send_signal(signal.SIGINT)
-        outs[fmt] = p.communicate(timeout=30)[0]
-        assert p.returncode == 0
+    outs = stop_all(runs)
     g.finish()
     rec = json.loads(outs["json"])
     assert [(h["reason_name"], h["rule"], h["count"], h["seen"]) for h in rec["hints"]] == [

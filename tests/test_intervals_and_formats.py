@@ -14,7 +14,7 @@ import pytest
 
 import kvmexit
 from helpers import (KVMEXIT, GuestProc, calibrated, dashboard_metrics, free_port, kvmexit_progs, port, scrape, spawn,
-                     started)
+                     started, stop_all)
 from kvmexit import details, output, report
 from kvmexit.guest import DONE_PORT, SYNC_PORT
 from kvmexit.counts import CounterKey as K
@@ -130,11 +130,7 @@ def test_detail_in_table_json_and_csv_exact():
     runs["tids"] = calibrated("-T", "%d,%d" % tuple(g.tids), "--detail")
     runs["all"] = calibrated("--detail")
     g.finish()
-    outs = {}
-    for name, p in runs.items():
-        p.send_signal(signal.SIGINT)
-        outs[name] = p.communicate(timeout=30)[0]
-        assert p.returncode == 0
+    outs = stop_all(runs)
     want = {}          # (tid, exit reason, detail label or None): count
     for i, tid in enumerate(g.tids):
         p80 = port(0x80)
@@ -185,11 +181,7 @@ def test_json_csv_and_table_agree_and_names():
     tracers = {fmt: calibrated("-p", g.pid, "-a", "--wide", "-o", fmt) for fmt in ("table", "json", "csv")}
     g.release()                                   # runs, then parks at its last sync (names stay readable)
     assert json.loads(g.p.stdout.readline()) == {"sync": 1}
-    outs = {}
-    for fmt, p in tracers.items():
-        p.send_signal(signal.SIGINT)
-        outs[fmt] = p.communicate(timeout=30)[0]
-        assert p.returncode == 0
+    outs = stop_all(tracers)
     g.finish()
     lines = outs["table"].splitlines()
     assert lines[1] == ""

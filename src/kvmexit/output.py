@@ -86,28 +86,23 @@ def histogram(stat, indent=""):
     return "\n".join(lines)
 
 
+# each cause of events not counted or not timed: (Snapshot field, footer line with {n} and {max})
+LOSSES = (
+    ("drops", "Dropped {n} exits: the counts map ({max} entries) was full; raise --max-entries"),
+    ("skipped", "Missed {n} exits: the kernel skipped kvmexit's program while another run of it was preempted "
+                "on the same CPU"),
+    ("entries_skipped", "Missed {n} kvm_entry events: the exits before them have no exit-handling time"),
+    ("untimed", "Untimed {n} exits: the latency maps ({max} entries) were full; raise --max-entries"),
+    ("undetailed", "Undetailed {n} KVM events: the details map ({max} entries) was full; raise --max-entries"),
+    ("details_skipped", "Missed {n} KVM events for --detail: the kernel skipped a detail program while another "
+                        "run of it was preempted on the same CPU"),
+)
+
+
 def losses_footer(snap, max_entries):
     """One line per cause of events a snapshot did not count or time ("" if none)."""
-    lines = []
-    if snap.drops:
-        lines.append("Dropped %d exits: the counts map (%d entries) was full; raise --max-entries"
-                     % (snap.drops, max_entries))
-    if snap.skipped:
-        lines.append("Missed %d exits: the kernel skipped kvmexit's program while another run of it "
-                     "was preempted on the same CPU" % snap.skipped)
-    if snap.entries_skipped:
-        lines.append("Missed %d kvm_entry events: the exits before them have no exit-handling time"
-                     % snap.entries_skipped)
-    if snap.untimed:
-        lines.append("Untimed %d exits: the latency maps (%d entries) were full; raise --max-entries"
-                     % (snap.untimed, max_entries))
-    if snap.undetailed:
-        lines.append("Undetailed %d KVM events: the details map (%d entries) was full; raise --max-entries"
-                     % (snap.undetailed, max_entries))
-    if snap.details_skipped:
-        lines.append("Missed %d KVM events for --detail: the kernel skipped a detail program while another "
-                     "run of it was preempted on the same CPU" % snap.details_skipped)
-    return "\n".join(lines)
+    return "\n".join(text.format(n=getattr(snap, field), max=max_entries) for field, text in LOSSES
+                     if getattr(snap, field))
 
 
 def _hint_head(h):
