@@ -298,7 +298,9 @@ def test_latency_from_exit_to_entry(corpus, merged, fakemem, workers):
         t3 = time.perf_counter_ns()
         return t2 - t1, t3 - t0
     # HLT: 50 of 0.4 ms, 40 of 1.5 ms, 9 of 3 ms, 1 of 12 ms (ranks 50, 90 and 99: P50, P90 and
-    # P99 each in another group); IO_INSTRUCTION: 1 of 20 ms, 3 of 0.7 ms
+    # P99 each in another group, as far as the sleeps keep to their lengths; the checks use the
+    # times measured around each, so a sleep that overshoots changes nothing); IO_INSTRUCTION:
+    # 1 of 20 ms, 3 of 0.7 ms
     plan = [(12, 0.0004)] * 50 + [(12, 0.0015)] * 40 + [(12, 0.003)] * 9 + [(12, 0.012), (30, 0.02)] + \
         [(30, 0.0007)] * 3
     try:
@@ -335,10 +337,7 @@ def test_latency_from_exit_to_entry(corpus, merged, fakemem, workers):
         for p in PERCENTILES:
             lo, hi = _nearest_rank(inner, p), _nearest_rank(outer, p)
             assert lo * (1 - PERCENTILE_ERROR) <= s.percentile(p) <= hi * (1 + PERCENTILE_ERROR), (p, lo, hi)
-    hlt = lat[(pid, a.tid, 12, 3, 1, 0)]
-    # and each percentile is its own group's: 0.4 ms, 1.5 ms, 3 ms (a sleep overshoots, never undershoots)
-    assert [lo <= hlt.percentile(p) <= hi for p, lo, hi in ((50, 0.35e6, 0.6e6), (90, 1.3e6, 1.9e6),
-                                                           (99, 2.6e6, 3.6e6))] == [True] * 3, hlt
+        assert s.percentile(50) <= s.percentile(90) <= s.percentile(99) <= s.max_ns
 
 
 @pytest.mark.corpus
