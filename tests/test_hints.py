@@ -83,6 +83,8 @@ CASES = {
     "mmio-apic": (_row("APIC_ACCESS", detail=[(MMIO, WR, 0xFEE00000, 70)]), None,
                   _row("EPT_MISCONFIG", detail=[(MMIO, WR, 0xFEBF0000, 70)])),
     "mmio-device": (_row("NPF", "svm", [(MMIO, WR, 0xFEBF1000, 70)]), {"vmm": "qemu-system-x86_64"}, _row("NPF", "svm")),
+    "mmio-unseen": (_row("EPT_MISCONFIG"), {"vmm": "qemu-system-x86_64"},
+                    _row("EPT_MISCONFIG", detail=[(MMIO, WR, 0xFEBF0000, 70)])),
     "ept-fault": (_row("EPT_VIOLATION"), {"kvm.nx_huge_pages": "Y", "kvm.tdp_mmu": "Y", "kvm_intel.enable_pml": "Y"},
                   _row("EPT_VIOLATION", detail=[(MMIO, RD, 0xFEC00000, 5)])),
     "apic-unaccelerated": (_row("APIC_WRITE"), {"kvm_intel.enable_apicv": "N"}, {"params": _apicv("Y")}),

@@ -162,6 +162,15 @@ def _exact_or_skipped(got, want, skipped):
     assert 0 < sum(want.values()) - sum(got.values()) <= skipped
 
 
+def _near(a, b, slack):
+    """Two views of the same events, each of whose detail programs may have
+    been skipped by the kernel: equal, or apart by no more than both skipped."""
+    if not slack:
+        assert a == b
+        return
+    assert sum(abs(a.get(k, 0) - b.get(k, 0)) for k in set(a) | set(b)) <= slack, (a, b, slack)
+
+
 def test_detail_of_real_exits_exact(run, views):
     """--detail on real exits: each port, MSR and exit to userspace under
     the exit reason the guest's instruction causes, none under the host's
@@ -189,7 +198,9 @@ def test_detail_of_real_exits_exact(run, views):
             kind = kinds[d["kind"]]
             code = dirs.get(kind, {}).get(d["dir"], KVMEXIT_DIR_NONE)
             table[(e["tid"], e["reason_name"], details.label(kind, code, d["value"]))] = d["count"]
-    assert expect.parse_detail_table(outs["detail"]["stdout"]) == table
+    printed, skipped = expect.parse_detail_table(outs["detail"]["stdout"])
+    assert {k: n for k, n in printed.items() if k[2] is None} == {k: n for k, n in table.items() if k[2] is None}
+    _near(printed, table, skipped + rec["details_skipped"])
 
 
 def test_intervals_of_real_exits_exact(run, views):
@@ -261,8 +272,10 @@ def test_exporter_scrape_equals_the_cli(run, views):
     # --detail: the detail view's events under each reason
     ref_det = expect.json_details(views["outs"]["detail_json"]["stdout"])
     det = series("kvmexit_exit_details_total", ("tid", "reason", "kind", "dir", "value"))
-    assert {(int(t), r, kind, d or None, int(value, 16)): n for (t, r, kind, d, value), n in det.items()} == \
-        {(t, names[r], kind, d, value): float(n) for (t, r, kind, d, value), n in ref_det.items()}
+    _near({(int(t), r, kind, d or None, int(value, 16)): n for (t, r, kind, d, value), n in det.items()},
+          {(t, names[r], kind, d, value): float(n) for (t, r, kind, d, value), n in ref_det.items()},
+          samples[("kvmexit_dropped_exits_total", (("cause", "details_skipped"),))]
+          + json.loads(views["outs"]["detail_json"]["stdout"])["details_skipped"])
     # every metric the Grafana dashboard asks for is served
     assert dashboard_metrics() <= {k[0] for k in samples}
 
@@ -323,7 +336,7 @@ def test_perf_kvm_stat_agrees(run):
     ioport = expect.perf_report(p["reports"]["ioport"]["stderr"] + p["reports"]["ioport"]["stdout"])
     assert ioport, p["reports"]["ioport"]
     ports["%#x:POUT" % DONE_PORT] -= len(tids)
-    assert {k: n for k, n in ports.items() if n} == ioport
+    _exact_or_skipped({k: n for k, n in ports.items() if n}, ioport, drec["details_skipped"])
 
 
 def test_explain_hints_the_guests_dominant_exits(run):

@@ -174,6 +174,8 @@ def trace(pid, tid, tids, vcpu, alltids, interval, count, cumulative, fmt, wide,
     stop_on_signals()
     try:
         tracer.start()
+        emitter = Emitter(fmt, view, wide, top, latency, hist, max_entries, tracer.attached.kind, detail, explain)
+        emitter.start()            # before "attached": what it reads of the VMs comes while they run
         if verbose:
             for a, e in tracer.failures:
                 click.echo("kvmexit: %s (%s) failed: %s" % (a.kind, a.prog, e), err=True)
@@ -183,7 +185,6 @@ def trace(pid, tid, tids, vcpu, alltids, interval, count, cumulative, fmt, wide,
         if source == "kvm_exit" and tracer.kbtf.flavour == "pvm":
             _note("this host's KVM (kvm_pvm) never emits kvm:kvm_exit, so no exit will be counted; "
                   "'kvmexit selftest' checks the counting path with kvm:kvm_pio instead")
-        emitter = Emitter(fmt, view, wide, top, latency, hist, max_entries, tracer.attached.kind, detail, explain)
         if fmt == "table":
             click.echo(view.banner(duration))
         final = run(tracer, emitter, duration, interval, count, cumulative)

@@ -195,6 +195,10 @@ RULES = (
          "an emulated one (e1000, IDE); virtio's notifications stay in the kernel (ioeventfd)",
          "Linux Documentation/virt/kvm/x86/mmu.rst (MMIO sptes); Documentation/virt/kvm/api.rst (KVM_IOEVENTFD)",
          detail=(KVMEXIT_DETAIL_MMIO, lambda d: True), seen=("vmm",), about="any other MMIO page"),
+    Rule("mmio-unseen", frozenset({"EPT_MISCONFIG"}), "MMIO to an emulated device: KVM marks device pages so that "
+         "their accesses exit as EPT misconfigurations", "a virtio device in place of an emulated one; --detail "
+         "names the page", "Linux Documentation/virt/kvm/x86/mmu.rst (MMIO sptes)", seen=("vmm",),
+         about="no MMIO seen under the row (without --detail)"),
     Rule("ept-fault", frozenset({"EPT_VIOLATION", "NPF"}), "guest memory the host had not mapped: first touch, "
          "reclaimed or migrated pages, or write tracking for dirty logging", "back the guest with huge pages and "
          "preallocate it (hugetlbfs with -mem-prealloc, or a memory backend with prealloc=on); where the iTLB "

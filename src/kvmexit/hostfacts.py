@@ -117,6 +117,8 @@ def read_vm(pid, tids=(), proc="/proc"):
             argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
     except OSError:
         return None
+    if not argv:            # a process that has exited and waits to be reaped
+        return None
     have = kernel.vcpus_of(pid) if proc == "/proc" else None
     vm = VmFacts(pid, argv, _options(argv), len(have) if have else len(tids))
     vm.add_threads(tids, proc)

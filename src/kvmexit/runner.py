@@ -31,6 +31,11 @@ class Emitter:
         self.names_wanted = fmt != "table" or wide or explain
         self.csv_header = True
 
+    def start(self):
+        """With --explain, read the host's facts and those of the VMs there now."""
+        if self.explain:
+            self.facts.update({pid: () for pid in kernel.vm_processes()})
+
     def prime(self, snap):
         """Remember VM and thread names (and with --explain the VMs' facts)
         while the processes still exist."""
@@ -130,8 +135,6 @@ def run(tracer, emitter, duration, interval, count, cumulative):
     end = start + duration if duration is not None else float("inf")
     prev, n = Snapshot({}, latency={} if tracer.options.latency else None,
                        details={} if tracer.options.detail else None), 0
-    if emitter.explain:                            # the VMs there now, while they are
-        emitter.facts.update({pid: () for pid in kernel.vm_processes()})
     tick = (lambda: emitter.prime(tracer.read())) if emitter.names_wanted else None
     stopped = False
     while interval is not None and not stopped:

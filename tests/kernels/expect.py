@@ -78,19 +78,23 @@ def json_details(text):
 
 
 def parse_detail_table(text):
-    """A kvmexit -p PID -a --detail table: {(tid, reason name, detail label): count},
-    the exit rows under label None."""
+    """A kvmexit -p PID -a --detail table: ({(tid, reason name, detail label):
+    count}, the exit rows under label None; the KVM events its footer says
+    the kernel skipped the detail programs for)."""
     lines = [l for l in text.splitlines() if l.strip()]
     head = next(i for i, l in enumerate(lines) if "KVM_EXIT_REASON" in l)
-    out, row = {}, None
+    out, row, skipped = {}, None, 0
     for l in lines[head + 1:]:
         parts = l.split()
-        if l.startswith(" "):
+        m = re.match(r"Missed (\d+) KVM events for --detail", l)
+        if m:
+            skipped = int(m.group(1))
+        elif l.startswith(" "):
             out[row + (" ".join(parts[:-1]),)] = int(parts[-1])
-        else:
+        elif parts[0].isdigit():
             row = (int(parts[0]), " ".join(parts[1:-1]))
             out[row + (None,)] = int(parts[-1])
-    return out
+    return out, skipped
 
 
 def json_rows(text):
