@@ -5,6 +5,7 @@ the built-in guest released at a known pace."""
 import json
 import os
 import re
+import select
 import shutil
 import subprocess
 import threading
@@ -94,46 +95,64 @@ INTERVAL = 1.0
 
 
 class Pane:
-    """kvmexit top in a detached 80x24 tmux session."""
+    """kvmexit top in a detached 80x24 tmux session.  What the pane draws
+    comes through a FIFO (tmux pipe-pane) and wakes each wait; the exit
+    status comes through another: no polling."""
 
-    def __init__(self, args):
+    def __init__(self, args, tmp):
         self.name = "kvmexit-top-%d" % os.getpid()
-        self.status = "/tmp/%s.status" % self.name
+        self.screen_fifo, self.status_fifo, self.err = tmp / "screen", tmp / "status", tmp / "err"
+        fds = []
+        for fifo in (self.screen_fifo, self.status_fifo):
+            os.mkfifo(fifo)
+            # read-write: a writer always exists, so select() waits for data, never sees EOF
+            fds.append(os.open(fifo, os.O_RDWR | os.O_NONBLOCK))
+        self.screen_fd, self.status_fd = fds
         cmd = " ".join(KVMEXIT + ["top", "--calibrate", "-i", str(INTERVAL)] + [str(a) for a in args])
         subprocess.run(["tmux", "new-session", "-d", "-x", "80", "-y", "24", "-s", self.name,
-                        "%s 2>%s.err; echo $? > %s; sleep 600" % (cmd, self.status, self.status)], check=True)
+                        "%s 2>%s; echo $? > %s" % (cmd, self.err, self.status_fifo)], check=True)
+        subprocess.run(["tmux", "pipe-pane", "-t", self.name, "cat > %s" % self.screen_fifo], check=True)
 
     def text(self):
-        return subprocess.run(["tmux", "capture-pane", "-p", "-t", self.name], capture_output=True, text=True,
-                              check=True).stdout
+        return subprocess.run(["tmux", "capture-pane", "-p", "-t", self.name], capture_output=True,
+                              text=True).stdout
 
     def keys(self, *keys):
         subprocess.run(["tmux", "send-keys", "-t", self.name] + list(keys), check=True)
 
     def wait(self, pred, timeout=30, what="screen"):
-        """The first screen (polled) for which pred holds."""
+        """The first screen for which pred holds, looked at again whenever the pane draws."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while True:
             t = self.text()
             if pred(t):
                 return t
-            time.sleep(0.05)
-        raise AssertionError("no %s within %ds; the screen:\n%s" % (what, timeout, self.text()))
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.screen_fd], [], [], left)[0]:
+                raise AssertionError("no %s within %ds; the screen:\n%s" % (what, timeout, self.text()))
+            while True:                              # drain what it drew
+                try:
+                    if not os.read(self.screen_fd, 65536):
+                        break
+                except BlockingIOError:
+                    break
 
     def exit_status(self, timeout=30):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            status = Path(self.status).read_text().strip() if os.path.exists(self.status) else ""
-            if status:
-                return int(status), Path(self.status + ".err").read_text()
-            time.sleep(0.05)
-        raise AssertionError("top did not exit; the screen:\n%s" % self.text())
+        """(exit status, standard error) of top, once the shell has written the status."""
+        if not select.select([self.status_fd], [], [], timeout)[0]:
+            raise AssertionError("top did not exit; the screen:\n%s" % self.text())
+        return int(os.read(self.status_fd, 64)), self.err.read_text()
+
+    def top_pid(self):
+        """top's process: the pane's shell's child."""
+        shell = subprocess.run(["tmux", "display-message", "-p", "-t", self.name, "#{pane_pid}"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return int(Path("/proc/%s/task/%s/children" % (shell, shell)).read_text().split()[0])
 
     def close(self):
         subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
-        for f in (self.status, self.status + ".err"):
-            if os.path.exists(f):
-                os.unlink(f)
+        os.close(self.screen_fd)
+        os.close(self.status_fd)
 
 
 def _rows(text):
@@ -161,13 +180,13 @@ def guest():
 
 
 @pytest.fixture
-def pane(request):
+def pane(tmp_path):
     if shutil.which("tmux") is None:
         pytest.skip("tmux not found: apt-get install tmux (make test installs it)")
     made = []
 
     def start(*args):
-        made.append(Pane(args))
+        made.append(Pane(args, tmp_path))
         return made[-1]
     yield start
     for p in made:
@@ -188,8 +207,8 @@ def test_live_view_rates_totals_and_keys(guest, pane):
         nonlocal released
         t0 = time.monotonic()
         for i in range(n):
-            while time.monotonic() < t0 + i * PACE:
-                time.sleep(0.005)
+            # the workload's pace (what the rates are measured against), not a wait for anything
+            time.sleep(max(0.0, t0 + i * PACE - time.monotonic()))
             guest.release()
         for i in range(n):      # the guest says so when every vCPU is at the phase's sync
             assert json.loads(guest.p.stdout.readline()) == {"sync": released + i + 1}
@@ -269,12 +288,12 @@ def test_live_view_ends_cleanly(pane, how):
         p.keys("C-c")
         assert p.exit_status() == (0, "")
     else:
-        pids = subprocess.run(["pgrep", "-f", "kvmexit top --calibrate"], capture_output=True, text=True).stdout.split()
-        subprocess.run(["tmux", "kill-session", "-t", p.name], check=True)
-        deadline = time.monotonic() + 30
-        while any(os.path.exists("/proc/%s" % pid) for pid in pids) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not any(os.path.exists("/proc/%s" % pid) for pid in pids)
+        pidfd = os.pidfd_open(p.top_pid())          # readable once the process has ended
+        try:
+            subprocess.run(["tmux", "kill-session", "-t", p.name], check=True)
+            assert select.select([pidfd], [], [], 30)[0], "top outlived its terminal"
+        finally:
+            os.close(pidfd)
     assert_nothing_left(before)
 
 
