@@ -72,7 +72,7 @@ class LatencyStat:
             if seen >= rank:
                 break
         lo, hi = slot_bounds(slot)
-        mid = lo if hi - lo <= 1 else (lo + hi) / 2 if hi != math.inf else lo
+        mid = lo if hi - lo <= 1 or hi == math.inf else (lo + hi) / 2
         return min(max(mid, self.min_ns), self.max_ns)
 
     def log2_hist(self):

@@ -23,7 +23,7 @@ import time
 import click
 
 from . import __version__, details, procinfo, report
-from .abi import KVMEXIT_VCPU_UNKNOWN
+from .abi import KVMEXIT_LAT_SLOTS, KVMEXIT_VCPU_UNKNOWN
 from .counts import slot_bounds
 from .errors import KvmexitError
 from .skeleton import Filter
@@ -64,6 +64,7 @@ def exit_samples(totals, by, names):
 # the histogram's bounds in ns: powers of two, so each is a bucket edge of
 # the kernel's log-linear histogram and every count below it is exact
 LATENCY_BOUNDS_NS = tuple(1 << k for k in range(10, 33, 2))
+SLOT_ENDS = tuple(slot_bounds(i)[1] for i in range(KVMEXIT_LAT_SLOTS))
 
 
 def latency_samples(latency, by, names):
@@ -76,8 +77,8 @@ def latency_samples(latency, by, names):
         stats[k] = stats[k] + r.lat if k in stats else r.lat
     out = {}
     for k, s in stats.items():
-        ends = [slot_bounds(i)[1] for i in range(len(s.hist))]
-        buckets = [("%g" % (b / 1e9), sum(n for n, end in zip(s.hist, ends) if end <= b)) for b in LATENCY_BOUNDS_NS]
+        buckets = [("%g" % (b / 1e9), sum(n for n, end in zip(s.hist, SLOT_ENDS) if end <= b))
+                   for b in LATENCY_BOUNDS_NS]
         out[k] = (buckets + [("+Inf", s.count)], s.total_ns / 1e9)
     return out
 

@@ -146,3 +146,10 @@ class Facts:
             elif self.host.vms[pid] is not None:
                 self.host.vms[pid].add_threads(tids, self.proc)
         return self.host
+
+    def seen(self, totals):
+        """update() with the VMs and vCPU threads of a snapshot's totals."""
+        vms = {}
+        for k in totals:
+            vms.setdefault(k.tgid, set()).add(k.tid)
+        return self.update({pid: sorted(tids) for pid, tids in vms.items()})

@@ -39,23 +39,17 @@ class Emitter:
     def prime(self, snap):
         """Remember VM and thread names (and with --explain the VMs' facts)
         while the processes still exist."""
-        if self.names_wanted or self.explain:
+        if self.names_wanted:
             for k in snap.totals:
                 self.names.vm(k.tgid)
                 self.names.comm(k.tgid, k.tid)
         if self.explain:
-            self._read_facts(snap)
-
-    def _read_facts(self, snap):
-        vms = {}
-        for k in snap.totals:
-            vms.setdefault(k.tgid, set()).add(k.tid)
-        return self.facts.update({pid: sorted(t) for pid, t in vms.items()})
+            self.facts.seen(snap.totals)
 
     def _hints(self, snap, seconds):
         if not self.explain:
             return None
-        return hints.explain(snap, self._read_facts(snap), self.names, seconds)
+        return hints.explain(snap, self.facts.seen(snap.totals), self.names, seconds)
 
     def emit(self, snap, interval=None, stamp=False, seconds=None):
         """Print one snapshot; seconds: the time it covers (--explain's rates)."""
@@ -160,6 +154,7 @@ def run(tracer, emitter, duration, interval, count, cumulative):
     if interval is None:
         emitter.emit(snap, seconds=time.monotonic() - start)
     elif snap != prev or not n:                    # the partial last interval
+        elapsed = time.monotonic() - start
         emitter.emit(snap if cumulative else snap - prev, interval, stamp=True,
-                     seconds=time.monotonic() - start - n * interval if not cumulative else time.monotonic() - start)
+                     seconds=elapsed if cumulative else elapsed - n * interval)
     return snap

@@ -163,10 +163,7 @@ def _draw(stdscr, text):
 
 def _why(shown, facts, names, seconds):
     """{(VM label, reason name): hint text} of a snapshot."""
-    vms = {}
-    for k in shown.totals:
-        vms.setdefault(k.tgid, set()).add(k.tid)
-    found = hints.explain(shown, facts.update({p: sorted(t) for p, t in vms.items()}), names, seconds)
+    found = hints.explain(shown, facts.seen(shown.totals), names, seconds)
     return {("%d %s" % (h.row.pid, h.row.vm), h.row.reason_name): h.why for h in found}
 
 
