@@ -20,6 +20,8 @@ APT_PACKAGES := clang llvm libbpf-dev libbpf1 bpftool python3-venv python3-pip s
 # the kernel matrix (tests/kernels): emulators, and what builds their boot media
 APT_PACKAGES += qemu-system-x86 bochs bochsbios vgabios bochs-term isolinux syslinux-common xorriso \
 	busybox-static kmod xz-utils zstd e2fsprogs linux-perf
+# the BTF corpus: pahole encodes Debian 5.10's module BTF from its -dbg package
+APT_PACKAGES += dwarves
 
 OBJS := src/kvmexit/bpf/kvm_exit.bpf.o src/kvmexit/bpf/kvm_exit_legacy.bpf.o
 KVMEXIT := $(VENV)/bin/kvmexit

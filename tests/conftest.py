@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from helpers import corpus_path, reap
+from helpers import reap
 
 
 @pytest.fixture(autouse=True)
@@ -97,7 +97,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
 @pytest.fixture(scope="session")
 def corpus():
-    path = corpus_path()
-    if not (path / "debian-6.12-amd64" / "vmlinux.btf").exists():
-        pytest.skip("Debian BTF corpus not found at %s (set KVMEXIT_BTF_CORPUS)" % path)
-    return path
+    """folder(series) of the BTF corpus, built from the matrix's Debian packages on first use."""
+    from kernels import corpus
+    return corpus.folder

@@ -20,11 +20,6 @@ REPO = Path(__file__).resolve().parents[1]
 KVMEXIT = [sys.executable, "-m", "kvmexit"]
 
 
-def corpus_path():
-    """The Debian kernel BTF corpus: $KVMEXIT_BTF_CORPUS, else ../shared/btf beside the clone."""
-    return Path(os.environ.get("KVMEXIT_BTF_CORPUS", REPO.parent / "shared" / "btf"))
-
-
 # every process a test starts through spawn(): conftest ends those still
 # running when the test is over, passed or failed
 SPAWNED = []

@@ -2,13 +2,18 @@
 """The kernel matrix's own parts that need no emulator: the Debian version
 order, a series resolving to its newest package, the initramfs archive."""
 import gzip
+import os
 import shutil
 import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 
 from kernels import expect, fetch, image
 from kernels.manifest import SERIES
+from kvmexit import output
+from kvmexit.counts import Snapshot
 
 
 @pytest.mark.parametrize("a,b,want", [
@@ -89,3 +94,127 @@ def test_phases_of_a_guest_program():
         {30: 1},                                              # the first sync's out
         {30: 61, 10: 7, 31: 1, 32: 4},                        # wrmsr reads the MSR once first
         {30: 41, 12: 2}]                                      # the program's last out
+
+
+# -- where the machines see the checkout ---------------------------------------
+def _mounts(branch, repo):
+    """The mounts INIT makes in the new root for kvmexit.root=branch, in
+    order, as (kind, source, target) with $R (the new root) as "" and $repo
+    filled in; kind is "bind" or the filesystem type."""
+    text = image.INIT.split("\n%s)\n" % branch, 1)[1].split(";;", 1)[0]
+    out = []
+    for line in text.splitlines():
+        for cmd in line.split("&&"):
+            words = cmd.split("||")[0].split()
+            if not words or words[0] != "mount":
+                continue
+            kind, rest, i = None, [], 1
+            while i < len(words):
+                if words[i] in ("-t", "-o"):
+                    if words[i] == "-t" or "bind" in words[i + 1].split(","):
+                        kind = "bind" if words[i] == "-o" else words[i + 1]
+                    i += 2
+                    continue
+                rest.append(words[i].replace("$repo", repo).replace("$R", ""))
+                i += 1
+            source, target = rest
+            out.append((kind, source, target or "/"))
+    return out
+
+
+def _seen(path, mounts):
+    """(device, path on it) that path names in the machine once mounts are made."""
+    table = []                                   # (target, device, path of target on device)
+
+    def resolve(p):
+        best = None
+        for target, dev, base in table:          # a later mount on the same place hides an earlier one
+            if p == target or p.startswith(target.rstrip("/") + "/"):
+                if best is None or len(target) >= len(best[0]):
+                    best = (target, dev, base)
+        assert best, "%s is on no mounted filesystem" % p
+        target, dev, base = best
+        rest = p[len(target):].lstrip("/")
+        return dev, (base.rstrip("/") + "/" + rest) if rest else base
+    for kind, source, target in mounts:
+        table.append((target,) + (resolve(source) if kind == "bind" else (source, "/")))
+    return resolve(path)
+
+
+def test_mount_table_reader():
+    mounts = [("ext4", "/dev/sda", "/"), ("tmpfs", "tmp", "/tmp"), ("bind", "/keep/a", "/tmp/a")]
+    assert _seen("/tmp/a/b", mounts) == ("/dev/sda", "/keep/a/b")
+    assert _seen("/tmp/c", mounts) == ("tmp", "/c")
+    assert _seen("/usr/x", mounts) == ("/dev/sda", "/usr/x")
+    assert _seen("/tmp/a/b", mounts[:2]) == ("tmp", "/a/b")        # the tmpfs hides it
+
+
+def _checkout(parent):
+    """A small checkout: what the machines run from it, one file each."""
+    if not os.access(parent, os.W_OK):
+        pytest.skip("%s is not writable here (needs root)" % parent)
+    repo = Path(tempfile.mkdtemp(prefix="kvmexit-harness-", dir=parent))
+    files = {"tests/kernels/inside.py": "print('inside')\n", "src/kvmexit/__init__.py": "__version__ = '0'\n",
+             ".venv/pyvenv.cfg": "home = /usr/bin\n"}
+    for rel, text in files.items():
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        (repo / rel).write_text(text)
+    return repo, files
+
+
+@pytest.mark.skipif(shutil.which("mke2fs") is None or shutil.which("debugfs") is None,
+                    reason="e2fsprogs not installed (make test installs it)")
+@pytest.mark.parametrize("parent", ["/tmp", "/root", "/var/tmp"])
+def test_machines_see_the_checkout_wherever_it_is(parent, tmp_path):
+    """Bochs: the root image holds the checkout where no tmpfs goes, and
+    INIT binds it at its own path; QEMU: the checkout's own 9p share mounts
+    there last.  Read from the image, not booted."""
+    repo, files = _checkout(parent)
+    try:
+        img = image.root_image([str(repo / ".venv"), str(repo / "src"), str(repo / "tests/kernels")], (),
+                               tmp_path / "root.img", repo=repo)
+        for rel, text in files.items():
+            dev, path = _seen("%s/%s" % (repo, rel), _mounts("disk", str(repo)))
+            assert (dev, path) == ("/dev/sda", "%s/%s" % (image.REPO_IN_IMAGE, rel))
+            r = subprocess.run(["debugfs", "-R", "cat %s" % path, str(img)], capture_output=True, text=True)
+            assert r.stdout == text, r.stderr
+            assert _seen("%s/%s" % (repo, rel), _mounts("9p", str(repo))) == ("repo", "/" + rel)
+    finally:
+        shutil.rmtree(repo)
+
+
+# -- the matrix's comparisons allow what the kernel reported skipping, no more --
+def test_short_of_allows_only_reported_skips():
+    want = {"io": 10, "hlt": 3}
+    expect.short_of(dict(want), want, 0)
+    expect.short_of({"io": 8, "hlt": 3}, want, 2)              # two skipped, two reported
+    expect.short_of({"io": 9, "hlt": 3}, want, 2)              # a skipped host exit is outside want
+    for got, skipped in (({"io": 9, "hlt": 3}, 0),             # one missing, none reported
+                         ({"io": 7, "hlt": 3}, 2),             # one more missing than reported
+                         ({"io": 11, "hlt": 3}, 5),            # over: a skip never adds
+                         ({"io": 10, "hlt": 3, "cpuid": 1}, 5)):   # a key want lacks
+        with pytest.raises(AssertionError):
+            expect.short_of(got, want, skipped)
+
+
+def test_same_events_differ_by_exactly_the_skips():
+    a = {"io": 10, "hlt": 3}
+    expect.same_events(a, dict(a), 0, 0)
+    expect.same_events({"io": 9, "hlt": 3}, a, 1, 0)
+    expect.same_events({"io": 9, "hlt": 3}, {"io": 10, "hlt": 2}, 2, 2)     # each short of the truth by 2 ...
+    with pytest.raises(AssertionError):
+        expect.same_events({"io": 9, "hlt": 3}, {"io": 10, "hlt": 2}, 2, 1)  # ... not by 2 and 1
+    with pytest.raises(AssertionError):
+        expect.same_events({"io": 9, "hlt": 3}, a, 0, 0)       # one missing, none reported
+    with pytest.raises(AssertionError):
+        expect.same_events({"io": 8, "hlt": 3}, a, 1, 0)       # one more missing than reported
+    expect.same_events({"io": 9, "hlt": 3}, a, 4, 0, whole=False)   # a filtered part: up to what was skipped
+    with pytest.raises(AssertionError):
+        expect.same_events({"io": 5, "hlt": 3}, a, 4, 0, whole=False)
+
+
+def test_tables_footer_of_losses():
+    text = ("KVM_EXIT_REASON                     COUNT\nIOIO                                 1510\n"
+            "HLT                                     7\n\n" + output.losses_footer(
+                Snapshot({}, skipped=3, details_skipped=2), 16384))
+    assert expect.parse_table(text, 0) == ([("IOIO", 1510), ("HLT", 7)], {"skipped": 3, "details_skipped": 2})

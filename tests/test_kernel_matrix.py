@@ -98,16 +98,17 @@ def _isa(run):
 
 
 def _reference(views):
-    """The -p -o json record: {(tid, vcpu, reason): count}, and reason names."""
+    """The -p -o json record: {(tid, vcpu, reason): count}, reason names,
+    and the exits the kernel reported skipping its program for."""
     rows, rec = expect.json_rows(views["outs"]["json"]["stdout"])
-    assert (rec["drops"], rec["skipped"], rec["interval"]) == (0, 0, None)
+    assert (rec["drops"], rec["interval"]) == (0, None)
     names = {e["reason"]: e["reason_name"] for e in rec["exits"]}
-    return rows, names
+    return rows, names, rec["skipped"]
 
 
 def test_views_of_real_exits_exact(run, views):
     isa, tids, pid = _isa(run), views["tids"], views["pid"]
-    ref, names = _reference(views)
+    ref, names, ref_skipped = _reference(views)
     assert views["programs"] == list(VIEWS_PROGRAMS)
     # what the programs cause, exactly, per thread and vCPU (vCPU i runs on thread i)
     want = {}
@@ -116,11 +117,12 @@ def test_views_of_real_exits_exact(run, views):
             for reason, n in expect.steps_exits(phase, isa).items():
                 k = (tids[i], vcpu_id(run, i), reason)
                 want[k] = want.get(k, 0) + n
-    assert expect.only(ref, expect.program_reasons(isa)) == want
+    expect.short_of(expect.only(ref, expect.program_reasons(isa)), want, ref_skipped)
     for code, name in expect.CAUSED[isa].values():
         assert names.get(code, name) == name
     assert {k[:2] for k in ref} == {(tids[0], vcpu_id(run, 0)), (tids[1], vcpu_id(run, 1))}
-    # every view shows every exit of the reference, real host-side ones (interrupts, NPT/EPT faults) included
+    # every view shows every exit of the reference, real host-side ones (interrupts, NPT/EPT faults) included:
+    # the same events, each short by what the kernel reported skipping (filtered views: no more than that)
     outs = views["outs"]
     ctrl_c = "... Hit Ctrl-C to end."
     banners = {"all": "all threads" + ctrl_c, "pid": "PID %d%s" % (pid, ctrl_c),
@@ -128,47 +130,33 @@ def test_views_of_real_exits_exact(run, views):
                "tid": "TID %d%s" % (tids[0], ctrl_c), "tids": "TIDS ['%d', '%d']%s" % (tids[1], tids[0], ctrl_c),
                "duration": "PID %d after sleeping %d secs." % (pid, views["duration"])}
     views_want = {
-        "all": (2, expect.collapse(ref, lambda t, v, r: (pid, t, names[r]))),
-        "pid": (0, expect.collapse(ref, lambda t, v, r: (names[r],))),
-        "alltids": (1, expect.collapse(ref, lambda t, v, r: (t, names[r]))),
+        "all": (2, True, expect.collapse(ref, lambda t, v, r: (pid, t, names[r]))),
+        "pid": (0, True, expect.collapse(ref, lambda t, v, r: (names[r],))),
+        "alltids": (1, True, expect.collapse(ref, lambda t, v, r: (t, names[r]))),
         # -v takes a mode that reads vCPU ids (vCPU 1 runs on thread 1)
-        "vcpu": (0, expect.collapse({k: n for k, n in ref.items() if k[0] == tids[1]}, lambda t, v, r: (names[r],))),
-        "tid": (0, expect.collapse({k: n for k, n in ref.items() if k[0] == tids[0]}, lambda t, v, r: (names[r],))),
-        "tids": (1, expect.collapse(ref, lambda t, v, r: (t, names[r]))),
-        "duration": (0, expect.collapse(ref, lambda t, v, r: (names[r],))),
+        "vcpu": (0, False, expect.collapse({k: n for k, n in ref.items() if k[0] == tids[1]},
+                                          lambda t, v, r: (names[r],))),
+        "tid": (0, False, expect.collapse({k: n for k, n in ref.items() if k[0] == tids[0]},
+                                         lambda t, v, r: (names[r],))),
+        "tids": (1, True, expect.collapse(ref, lambda t, v, r: (t, names[r]))),
+        "duration": (0, True, expect.collapse(ref, lambda t, v, r: (names[r],))),
     }
-    for view, (ncols, rows) in views_want.items():
+    for view, (ncols, whole, rows) in views_want.items():
         o = outs[view]
         assert o["rc"] == 0, o["stderr"]
         assert o["stdout"].splitlines()[0] == "Display kvm exit reasons and statistics for " + banners[view], view
         # Ctrl-C views print bcc's empty line before the table; the duration view does not
         assert (o["stdout"].splitlines()[1] == "") == (view != "duration"), view
-        printed = expect.parse_table(o["stdout"], ncols)
-        assert {r[:-1]: r[-1] for r in printed} == rows, view
-        assert len(printed) == len(rows), view
+        printed, losses = expect.parse_table(o["stdout"], ncols)
+        assert set(losses) <= {"skipped"}, (view, losses)
+        got, skipped = {r[:-1]: r[-1] for r in printed}, losses.get("skipped", 0)
+        assert len(printed) == len(got), view
+        # the skipped count is of every thread's exits, a filtered view's of one thread's
+        expect.same_events(got, rows, skipped, ref_skipped, whole=whole)
         counts = [r[-1] for r in printed]
         assert counts == sorted(counts, reverse=True), view
     # the duration tracer outlived the guest: it saw the same whole life
     assert views["guest_done_s"] < views["duration"]
-
-
-def _exact_or_skipped(got, want, skipped):
-    """got == want, or (the kernel having skipped detail programs and said so)
-    short of it by no more than it skipped, never over."""
-    if not skipped:
-        assert got == want
-        return
-    assert set(got) <= set(want) and all(got[k] <= want[k] for k in got), (got, want)
-    assert 0 < sum(want.values()) - sum(got.values()) <= skipped
-
-
-def _near(a, b, slack):
-    """Two views of the same events, each of whose detail programs may have
-    been skipped by the kernel: equal, or apart by no more than both skipped."""
-    if not slack:
-        assert a == b
-        return
-    assert sum(abs(a.get(k, 0) - b.get(k, 0)) for k in set(a) | set(b)) <= slack, (a, b, slack)
 
 
 def test_detail_of_real_exits_exact(run, views):
@@ -180,14 +168,14 @@ def test_detail_of_real_exits_exact(run, views):
     for view in ("detail", "detail_json"):
         assert outs[view]["rc"] == 0, outs[view]["stderr"]
     rec = json.loads(outs["detail_json"]["stdout"])
-    assert (rec["drops"], rec["skipped"], rec["undetailed"]) == (0, 0, 0)
+    assert (rec["drops"], rec["undetailed"]) == (0, 0)
     want = {}
     for i, prog in enumerate(VIEWS_PROGRAMS):
         for phase in expect.phases(prog)[1:]:               # phase 0 ran before any tracer attached
             for detail, n in expect.steps_details(phase, isa).items():
                 want[(tids[i],) + detail] = want.get((tids[i],) + detail, 0) + n
     got = expect.json_details(outs["detail_json"]["stdout"])
-    _exact_or_skipped({k: n for k, n in got.items() if k[0] in tids}, want, rec["details_skipped"])
+    expect.short_of({k: n for k, n in got.items() if k[0] in tids}, want, rec["details_skipped"])
     # the table of -p PID -a --detail: each exit row and the details under it, as the JSON has them
     kinds = {v: k for k, v in details.KINDS.items()}
     dirs = {kind: {v: k for k, v in d.items()} for kind, d in details.DIRS.items()}
@@ -198,14 +186,17 @@ def test_detail_of_real_exits_exact(run, views):
             kind = kinds[d["kind"]]
             code = dirs.get(kind, {}).get(d["dir"], KVMEXIT_DIR_NONE)
             table[(e["tid"], e["reason_name"], details.label(kind, code, d["value"]))] = d["count"]
-    printed, skipped = expect.parse_detail_table(outs["detail"]["stdout"])
-    assert {k: n for k, n in printed.items() if k[2] is None} == {k: n for k, n in table.items() if k[2] is None}
-    _near(printed, table, skipped + rec["details_skipped"])
+    printed, losses = expect.parse_detail_table(outs["detail"]["stdout"])
+    expect.same_events({k: n for k, n in printed.items() if k[2] is None},
+                       {k: n for k, n in table.items() if k[2] is None}, losses.get("skipped", 0), rec["skipped"])
+    expect.same_events({k: n for k, n in printed.items() if k[2] is not None},
+                       {k: n for k, n in table.items() if k[2] is not None},
+                       losses.get("details_skipped", 0), rec["details_skipped"])
 
 
 def test_intervals_of_real_exits_exact(run, views):
     isa, tids = _isa(run), views["tids"]
-    ref, _ = _reference(views)
+    ref, _, ref_skipped = _reference(views)
     out = views["outs"]["intervals"]
     assert out["rc"] == 0, out["stderr"]
     lines = out["stdout"].splitlines()
@@ -213,31 +204,37 @@ def test_intervals_of_real_exits_exact(run, views):
     assert {rec["interval"] for _, rec in records} == {views["interval"]}
     phase_at = [lines.index(r.rstrip("\n")) for r in views["phase_records"]]
     assert phase_at == list(range(phase_at[0], phase_at[0] + 3))
-    total = {}
+    total, skipped = {}, sum(rec["skipped"] for _, rec in records)
     for i, (rows, rec) in enumerate(records):
         if i not in phase_at:
-            assert rows == {}, i                    # the guest parked, or done
+            assert rows == {} and rec["skipped"] == 0, i     # the guest parked, or done
             continue
         k = phase_at.index(i) + 1                    # phase 0 ran before the tracers attached
         want = {}
         for j, prog in enumerate(VIEWS_PROGRAMS):
             for reason, n in expect.steps_exits(expect.phases(prog)[k], isa).items():
                 want[(tids[j], vcpu_id(run, j), reason)] = n
-        assert expect.only(rows, expect.program_reasons(isa)) == want, "phase %d" % k
+        expect.short_of(expect.only(rows, expect.program_reasons(isa)), want, rec["skipped"])
         for key, n in rows.items():
             total[key] = total.get(key, 0) + n
-    assert total == ref                              # the intervals add up to the whole run
+    expect.same_events(total, ref, skipped, ref_skipped)    # the intervals add up to the whole run
 
 
 def test_latency_times_every_reentered_exit(run, views):
-    ref, _ = _reference(views)
+    ref, _, ref_skipped = _reference(views)
     rows, rec = expect.json_rows(views["outs"]["latency"]["stdout"])
-    assert rows == ref and rec["entries_skipped"] == 0
+    expect.same_events(rows, ref, rec["skipped"], ref_skipped)
+    assert rec["untimed"] == 0
     io = expect.CAUSED[_isa(run)]["out"][0]
+    # each thread's last exit (the program's final out) is never re-entered; an exit
+    # whose kvm_entry the kernel skipped the entry program for has no time
+    reentered = {(e["tid"], e["vcpu"], e["reason"]): e["count"] - (e["reason"] == io) for e in rec["exits"]}
+    timed = {(e["tid"], e["vcpu"], e["reason"]): e["latency"]["count"] if e["latency"] else 0 for e in rec["exits"]}
+    expect.short_of(timed, reentered, rec["entries_skipped"])
     for e in rec["exits"]:
         lat = e["latency"]
-        # each thread's last exit (the program's final out) is never re-entered
-        assert lat["count"] == e["count"] - (e["reason"] == io), e
+        if not lat:
+            continue
         assert sum(lat["hist_log2_ns"]) == lat["count"]
         assert 0 < lat["min_ns"] <= lat["avg_ns"] <= lat["max_ns"]
         assert lat["total_ns"] >= lat["count"] * lat["min_ns"]
@@ -245,15 +242,16 @@ def test_latency_times_every_reentered_exit(run, views):
 
 def test_exporter_scrape_equals_the_cli(run, views):
     from prometheus_client.parser import text_string_to_metric_families
-    ref, names = _reference(views)
+    ref, names, ref_skipped = _reference(views)
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                for f in text_string_to_metric_families(views["scrape"]) for s in f.samples}
     exits = {(int(dict(k[1])["tid"]), int(dict(k[1])["vcpu"]) if dict(k[1])["vcpu"] else None,
               dict(k[1])["reason"]): v for k, v in samples.items() if k[0] == "kvmexit_exits_total"}
-    assert exits == {(t, v, names[r]): float(n) for (t, v, r), n in ref.items()}
+    dropped = {dict(k[1])["cause"]: int(v) for k, v in samples.items() if k[0] == "kvmexit_dropped_exits_total"}
+    expect.same_events(exits, {(t, v, names[r]): float(n) for (t, v, r), n in ref.items()},
+                       dropped["skipped"], ref_skipped)
     assert {dict(k[1])["pid"] for k in samples if k[0] == "kvmexit_exits_total"} == {str(views["pid"])}
-    assert samples[("kvmexit_dropped_exits_total", (("cause", "map_full"),))] == 0
-    assert samples[("kvmexit_dropped_exits_total", (("cause", "skipped"),))] == 0
+    assert (dropped["map_full"], dropped["untimed"], dropped["undetailed"]) == (0, 0, 0)
     assert samples[("kvmexit_info", (("mode", auto_mode(run)), ("source", "kvm_exit"), ("version", __version__)))] == 1
     assert views["outs"]["exporter"]["rc"] == 0
     # --latency: one histogram per series, its count the latency view's, its buckets cumulative
@@ -264,7 +262,10 @@ def test_exporter_scrape_equals_the_cli(run, views):
     def series(name, labels):
         return {tuple(dict(k[1]).get(x) for x in labels): v for k, v in samples.items() if k[0] == name}
     counts = series("kvmexit_exit_latency_seconds_count", ("tid", "vcpu", "reason"))
-    assert {(int(t), int(v) if v else None, r): n for (t, v, r), n in counts.items()} == want
+    # timed exits: short of the re-entered ones by the skipped exits and entries (of any thread)
+    expect.same_events({(int(t), int(v) if v else None, r): n for (t, v, r), n in counts.items()}, want,
+                       dropped["skipped"] + dropped["entries_skipped"], lat["skipped"] + lat["entries_skipped"],
+                       whole=False)
     buckets = series("kvmexit_exit_latency_seconds_bucket", ("tid", "vcpu", "reason", "le"))
     for (t, v, r), n in counts.items():
         mine = [buckets[(t, v, r, le)] for le in sorted({k[3] for k in buckets}, key=float)]
@@ -272,10 +273,9 @@ def test_exporter_scrape_equals_the_cli(run, views):
     # --detail: the detail view's events under each reason
     ref_det = expect.json_details(views["outs"]["detail_json"]["stdout"])
     det = series("kvmexit_exit_details_total", ("tid", "reason", "kind", "dir", "value"))
-    _near({(int(t), r, kind, d or None, int(value, 16)): n for (t, r, kind, d, value), n in det.items()},
-          {(t, names[r], kind, d, value): float(n) for (t, r, kind, d, value), n in ref_det.items()},
-          samples[("kvmexit_dropped_exits_total", (("cause", "details_skipped"),))]
-          + json.loads(views["outs"]["detail_json"]["stdout"])["details_skipped"])
+    expect.same_events({(int(t), r, kind, d or None, int(value, 16)): n for (t, r, kind, d, value), n in det.items()},
+                       {(t, names[r], kind, d, value): float(n) for (t, r, kind, d, value), n in ref_det.items()},
+                       dropped["details_skipped"], json.loads(views["outs"]["detail_json"]["stdout"])["details_skipped"])
     # every metric the Grafana dashboard asks for is served
     assert dashboard_metrics() <= {k[0] for k in samples}
 
@@ -286,7 +286,11 @@ def test_perf_kvm_stat_agrees(run):
     counts exactly the re-entered ones, and its plain counts all of them.
     kvmexit's classic tracepoint program is attached while perf records:
     a program that returned 0 would discard the record for perf too, so
-    perf's counts equal to the guest's show its return 1 on real kvm_exit."""
+    perf's counts equal to the guest's show its return 1 on real kvm_exit.
+    A run of that program the kernel skips (and reports) discards perf's
+    record as well (perf_trace_run_bpf_submit): perf then lacks exactly the
+    exits the tracepoint mode lacks, but a thread's last, which perf leaves
+    out anyway."""
     p = run.results["perf"]
     isa = _isa(run)
     assert p["record"]["rc"] == 0, p["record"]["stderr"]
@@ -295,17 +299,18 @@ def test_perf_kvm_stat_agrees(run):
     auto, rec = expect.json_rows(p["outs"]["auto"]["stdout"])
     tp, tp_rec = expect.json_rows(p["outs"]["tracepoint"]["stdout"])
     assert (rec["mode"], tp_rec["mode"]) == (auto_mode(run), "tracepoint")
-    assert (rec["skipped"], tp_rec["skipped"], rec["drops"], tp_rec["drops"]) == (0, 0, 0, 0)
+    assert (rec["drops"], tp_rec["drops"]) == (0, 0)
     mine = {k: n for k, n in auto.items() if k[0] in tids}
     # tracepoint mode: the same exits (and vCPU ids from the record, where auto mode has none)
-    assert {k: n for k, n in tp.items() if k[0] in tids} == {
-        (t, tids.index(t) if v is None else v, r): n for (t, v, r), n in mine.items()}
+    tp = {k: n for k, n in tp.items() if k[0] in tids}
+    expect.same_events(tp, {(t, tids.index(t) if v is None else v, r): n for (t, v, r), n in mine.items()},
+                       tp_rec["skipped"], rec["skipped"])
     # the guest's whole life: its programs' exits, exactly
     want = {}
     for i, prog in enumerate(PERF_PROGRAMS):
         for reason, n in expect.steps_exits(expect.phases(prog)[0], isa).items():
             want[(tids[i], vcpu_id(run, i), reason)] = n
-    assert expect.only(mine, expect.program_reasons(isa)) == want
+    expect.short_of(expect.only(mine, expect.program_reasons(isa)), want, rec["skipped"])
     # perf, reason by reason, for every exit of the guest
     names = expect.kernel_names(run.results["facts"]["kvm_exit_format"], isa)
     report = expect.perf_report(p["reports"]["vmexit"]["stderr"] + p["reports"]["vmexit"]["stdout"])
@@ -313,10 +318,22 @@ def test_perf_kvm_stat_agrees(run):
     perf = {names[name]: n for name, n in report.items()}
     reentered = expect.collapse({(e["tid"], e["vcpu"], e["reason"]): e["latency"]["count"]
                                  for e in rec["exits"] if e["tid"] in tids}, lambda t, v, r: r)
-    assert perf == {r: n for r, n in reentered.items() if n}
     io = expect.CAUSED[isa]["out"][0]
     plain = expect.collapse(mine, lambda t, v, r: r)
-    assert {r: plain[r] - perf.get(r, 0) for r in plain if plain[r] != perf.get(r, 0)} == {io: len(tids)}
+    if rec["skipped"]:     # auto mode's own counts are short: perf within what both skipped
+        expect.same_events(perf, reentered, tp_rec["skipped"], rec["skipped"] + rec["entries_skipped"], whole=False)
+    else:
+        assert rec["entries_skipped"] == 0
+        # the exits the tracepoint program was skipped for, by reason: perf's record of each is gone
+        lost = {r: n - expect.collapse(tp, lambda t, v, r: r).get(r, 0) for r, n in plain.items()}
+        assert min(lost.values()) >= 0 and sum(lost.values()) == tp_rec["skipped"], lost
+        want_perf = {r: n - lost[r] for r, n in reentered.items()}
+        assert {r: n for r, n in perf.items() if r != io} == {r: n for r, n in want_perf.items() if n and r != io}
+        # each thread's last exit (an out) perf leaves out, skipped or not
+        assert 0 <= perf[io] - want_perf[io] <= min(lost[io], len(tids))
+        if not lost[io]:
+            assert {r: plain[r] - perf.get(r, 0) - lost[r] for r in plain
+                    if plain[r] != perf.get(r, 0) + lost[r]} == {io: len(tids)}
     # --detail over the guest's whole life: its programs' events exactly, and port by port
     # perf kvm stat --event ioport's accesses (which, paired with the next entry, leave out the
     # last out of each thread, to the done port)
@@ -327,7 +344,7 @@ def test_perf_kvm_stat_agrees(run):
         for detail, n in expect.steps_details(expect.phases(prog)[0], isa).items():
             want[(tids[i],) + detail] = n
     det = {k: n for k, n in det.items() if k[0] in tids}
-    _exact_or_skipped(det, want, drec["details_skipped"])
+    expect.short_of(det, want, drec["details_skipped"])
     ports = {}
     for (t, r, kind, d, value), n in det.items():
         if kind == "pio":
@@ -336,7 +353,7 @@ def test_perf_kvm_stat_agrees(run):
     ioport = expect.perf_report(p["reports"]["ioport"]["stderr"] + p["reports"]["ioport"]["stdout"])
     assert ioport, p["reports"]["ioport"]
     ports["%#x:POUT" % DONE_PORT] -= len(tids)
-    _exact_or_skipped({k: n for k, n in ports.items() if n}, ioport, drec["details_skipped"])
+    expect.short_of({k: n for k, n in ports.items() if n}, ioport, drec["details_skipped"])
 
 
 def test_explain_hints_the_guests_dominant_exits(run):
@@ -354,7 +371,8 @@ def test_explain_hints_the_guests_dominant_exits(run):
     got = {h["reason_name"]: h for h in rec["hints"]}
     assert (got[io[1]]["rule"], got[io[1]]["seen"]) == ("io-delay-port", {"vmm": "kvmexit", "-cpu": "(not given)"})
     assert got[io[1]]["why"].startswith("the guest writes port 0x0080 (POST/delay) to delay its I/O")
-    assert got[io[1]]["count"] == outs + len(e["tids"])      # its outs and each vCPU's last (its first sync ran before)
+    # its outs and each vCPU's last (its first sync ran before)
+    expect.short_of({io[0]: got[io[1]]["count"]}, {io[0]: outs + len(e["tids"])}, rec["skipped"])
     assert got[hlt[1]]["rule"] == "hlt"
     assert got[hlt[1]]["seen"] == dict({"kvm." + p: v for p, v in e["params"].items()}, **{"-overcommit": "(not given)"})
     other = {"svm": "kvm_intel", "vmx": "kvm_amd"}[run.machine.vendor]

@@ -61,8 +61,8 @@ def test_empty_and_drops():
     assert output.losses_footer(Snapshot({}), 2) == ""
     assert output.losses_footer(Snapshot({}, drops=9, skipped=3, entries_skipped=2, untimed=5), 2).splitlines() == [
         "Dropped 9 exits: the counts map (2 entries) was full; raise --max-entries",
-        "Missed 3 exits: the kernel skipped kvmexit's program while another run of it was preempted on the "
-        "same CPU",
+        "Missed 3 exits: the kernel skipped kvmexit's program, that CPU being inside another BPF run "
+        "(see SKIPPED EVENTS in kvmexit(8))",
         "Missed 2 kvm_entry events: the exits before them have no exit-handling time",
         "Untimed 5 exits: the latency maps (2 entries) were full; raise --max-entries"]
 

@@ -1,14 +1,17 @@
 # SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 """The shipped CO-RE object against real Debian kernel layouts.
 
-Each kernel's vmlinux + kvm-intel / kvm-amd BTF is merged into one file
-for btf_custom_path; fake vcpu_vmx / vcpu_svm / vmcb objects sit in kernel
-memory at the offsets the corpus README lists for that kernel (an
-independent source, not libbpf's relocation); the raw_tp programs run on
-them under BPF_PROG_TEST_RUN from real threads moved between CPUs.
+Each kernel's vmlinux + kvm-intel / kvm-amd BTF (tests/kernels/corpus.py,
+from the Debian packages of the kernel matrix) is merged into one file for
+btf_custom_path; fake vcpu_vmx / vcpu_svm / vmcb objects sit in kernel
+memory at the offsets that kernel's BTF gives, read by corpus.py's own
+reader (an independent source, not libbpf's relocation); the raw_tp
+programs run on them under BPF_PROG_TEST_RUN from real threads moved
+between CPUs.
 """
 import bisect
 import functools
+import hashlib
 import json
 import math
 import os
@@ -16,10 +19,12 @@ import re
 import struct
 import subprocess
 import time
-from dataclasses import dataclass
 
 import pytest
 
+from kernels import corpus as kcorpus
+from kernels import fetch
+from kernels.manifest import SERIES
 from kvmexit import _libbpf, kernel, output, report
 from kvmexit.abi import KVMEXIT_ISA_SVM, KVMEXIT_ISA_VMX, KVMEXIT_KEY_NO_EXIT, KVMEXIT_KEY_NO_REASON, KVMEXIT_VCPU_UNKNOWN
 from kvmexit.counts import PERCENTILE_ERROR, PERCENTILES, CounterKey, DetailKey
@@ -29,27 +34,46 @@ from testrun import FAKEMEM, FakeMem, Worker, core, counts, merge_split
 pytestmark = [pytest.mark.bpf]
 
 
-@dataclass(frozen=True)
-class Layout:
-    proto: str        # kvm_exit prototype
-    vmx_reason: int   # offset of the u32 exit reason in struct vcpu_vmx
-    svm_vmcb: int     # offset of struct vmcb * in struct vcpu_svm
-    code64: bool      # vmcb.control.exit_code is u64
+# the matrix's kernel series: 5.10 (the old prototype, no module BTF), 6.1, 6.12,
+# 6.16 (the exit reason inside struct vcpu_vt), the newest (a u64 exit code)
+KERNELS = tuple(SERIES)
 
 
-# each Debian kernel's offsets, read from its BTF (vmlinux + kvm-intel/kvm-amd)
-KERNELS = {
-    "debian-5.10-amd64": Layout("old", 11264, 10008, False),
-    "debian-6.1-amd64": Layout("new", 7808, 6552, False),
-    "debian-6.12-amd64": Layout("new", 7744, 6480, False),
-    "debian-6.16-amd64": Layout("new", 6672, 6592, False),
-    "debian-7.3-amd64": Layout("new", 6544, 6456, True),
-}
-VCPU_ID_OFF = 36       # kvm_vcpu.vcpu_id in every kernel of the corpus
-EXIT_CODE_OFF = 112    # vmcb.control.exit_code
+@functools.lru_cache(maxsize=None)
+def layouts(kname):
+    """That kernel's offsets, read from its corpus BTF (the corpus fixture builds it first)."""
+    return kcorpus.layout(kcorpus.folder(kname))
+
+
+@functools.lru_cache(maxsize=None)
+def host_vcpu_id():
+    """kvm_vcpu.vcpu_id's offset in this host's kernel BTF: where the programs read it here."""
+    btf = kcorpus.Btf("/sys/kernel/btf/vmlinux")
+    return btf.member(btf.named(kcorpus.STRUCT, "kvm_vcpu"), "vcpu_id")[0]
 VENDORS = {"vmx": ("kvm-intel", KVMEXIT_ISA_VMX), "svm": ("kvm-amd", KVMEXIT_ISA_SVM)}
 # three reasons per vendor, flagged and out-of-table ones included
 REASONS = {"vmx": (30, 0x80000021, 48), "svm": (0x7B, 0xFFFFFFFF, 0x400)}
+
+
+@pytest.mark.corpus
+@pytest.mark.parametrize("kname", KERNELS)
+def test_corpus_is_the_matrix_kernels_btf(kname, corpus):
+    """Each folder: the BTF of the very packages the matrix boots, their
+    names, versions and sha256 recorded, each file's sha256 as written; the
+    layout facts that tell the series apart, read from it."""
+    d = corpus(kname)
+    meta = json.loads((d / "corpus.json").read_text())
+    booted = sorted(fetch.cache_dir().glob("%s-*/kernel.json" % kname))
+    assert meta["kernel"] in [json.loads(b.read_text())["packages"] for b in booted]
+    assert all(re.fullmatch(r"[0-9a-f]{64}", p["sha256"]) for p in meta["packages"])
+    assert {f: hashlib.sha256((d / f).read_bytes()).hexdigest() for f in meta["files"]} == meta["files"]
+    assert sorted(meta["files"]) == ["kvm-amd.btf", "kvm-intel.btf", "kvm.btf", "vmlinux.btf"]
+    # 5.10 builds no module BTF: pahole's, from the same build's -dbg package
+    extra = [p["name"] for p in meta["packages"] if p not in meta["kernel"]]
+    assert extra == (["linux-image-%s-dbg" % meta["release"]] if kname == "5.10" else [])
+    lay = layouts(kname)
+    assert (lay.proto, lay.code64) == ("old" if kname == "5.10" else "new", kname == "newest")
+    assert (lay.exit_code, lay.vcpu_id) == (112, 36)
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +101,7 @@ def merged(corpus, tmp_path_factory):
     def get(kname, module):
         out = d / ("%s-%s.btf" % (kname, module))
         if not out.exists():
-            merge_split(corpus / kname / "vmlinux.btf", corpus / kname / (module + ".btf"), out)
+            merge_split(corpus(kname) / "vmlinux.btf", corpus(kname) / (module + ".btf"), out)
         return out
     return get
 
@@ -91,14 +115,14 @@ class Firer:
 
     def fire(self, worker, elem, vcpu_id, reason, n=1):
         lay, mem = self.layout, self.mem
-        fields = {VCPU_ID_OFF: struct.pack("<i", vcpu_id)}
+        fields = {lay.vcpu_id: struct.pack("<i", vcpu_id)}
         if self.vendor == "vmx":
             fields[lay.vmx_reason] = struct.pack("<I", reason)
         else:
             vmcb = elem + 2
             fields[lay.svm_vmcb] = struct.pack("<Q", mem.addrs[vmcb])
             code = reason if reason != 0xFFFFFFFF or not lay.code64 else 0xFFFFFFFFFFFFFFFF
-            mem.write(vmcb, {EXIT_CODE_OFF: struct.pack("<Q" if lay.code64 else "<I", code)})
+            mem.write(vmcb, {lay.exit_code: struct.pack("<Q" if lay.code64 else "<I", code)})
         mem.write(elem, fields)
         prog = self.obj.exit_prog
         args = [mem.addrs[elem], self.isa] if "_raw_old" not in prog else [reason, mem.addrs[elem], self.isa]
@@ -114,7 +138,7 @@ def _program(layout):
 @pytest.mark.parametrize("vendor", sorted(VENDORS))
 @pytest.mark.parametrize("kname", sorted(KERNELS))
 def test_exact_counts_per_kernel_layout(kname, vendor, corpus, merged, fakemem, workers):
-    layout = KERNELS[kname]
+    layout = layouts(kname)
     a, b, ncpu = workers
     obj = core(_program(layout), merged(kname, VENDORS[vendor][0]))
     f = Firer(fakemem, layout, vendor, obj)
@@ -142,11 +166,11 @@ def test_exact_counts_per_kernel_layout(kname, vendor, corpus, merged, fakemem, 
 
 
 @pytest.mark.corpus
-@pytest.mark.parametrize("kname", ["debian-6.12-amd64", "debian-7.3-amd64"])
+@pytest.mark.parametrize("kname", ["6.12", "newest"])
 def test_more_reasons_than_cache_slots(kname, corpus, merged, fakemem, workers):
     a, b, _ = workers
     obj = core("handle_kvm_exit_raw", merged(kname, "kvm-intel"))
-    f = Firer(fakemem, KERNELS[kname], "vmx", obj)
+    f = Firer(fakemem, layouts(kname), "vmx", obj)
     want = {}
     try:
         for rnd in range(2):
@@ -164,7 +188,7 @@ def test_more_reasons_than_cache_slots(kname, corpus, merged, fakemem, workers):
 @pytest.mark.corpus
 def test_filters(corpus, merged, fakemem, workers):
     a, b, _ = workers
-    btf = merged("debian-6.12-amd64", "kvm-intel")
+    btf = merged("6.12", "kvm-intel")
     pid = os.getpid()
     cases = [
         (Filter(tgid=1), set()),
@@ -176,7 +200,7 @@ def test_filters(corpus, merged, fakemem, workers):
     ]
     for filt, tids in cases:
         obj = core("handle_kvm_exit_raw", btf, filt=filt)
-        f = Firer(fakemem, KERNELS["debian-6.12-amd64"], "vmx", obj)
+        f = Firer(fakemem, layouts("6.12"), "vmx", obj)
         try:
             f.fire(a, 0, 3, 12, 4)
             f.fire(b, 1, 7, 12, 5)
@@ -191,8 +215,8 @@ def test_filters(corpus, merged, fakemem, workers):
 @pytest.mark.corpus
 def test_full_map_counts_drops(corpus, merged, fakemem, workers):
     a, b, _ = workers
-    obj = core("handle_kvm_exit_raw", merged("debian-7.3-amd64", "kvm-amd"), max_entries=2)
-    f = Firer(fakemem, KERNELS["debian-7.3-amd64"], "svm", obj)
+    obj = core("handle_kvm_exit_raw", merged("newest", "kvm-amd"), max_entries=2)
+    f = Firer(fakemem, layouts("newest"), "svm", obj)
     pid = os.getpid()
     try:
         f.fire(a, 0, 0, 0x7B, 2)
@@ -211,7 +235,7 @@ def test_unreadable_reason_without_vendor_btf(fakemem, workers):
     a, _, _ = workers
     obj = core("handle_kvm_exit_raw")
     try:
-        fakemem.write(0, {VCPU_ID_OFF: struct.pack("<i", 5)})
+        fakemem.write(0, {host_vcpu_id(): struct.pack("<i", 5)})
         for _ in range(3):
             a.call(lambda: obj.test_run("handle_kvm_exit_raw", [fakemem.addrs[0], KVMEXIT_ISA_VMX]))
         got = counts(obj)
@@ -238,22 +262,22 @@ def test_programs_relocate_and_load(prog, kname, vendor, corpus, merged):
     # the constants moved into registers: CO-RE's field offsets among them
     moved = {int(m.group(1)) for i in json.loads(xlated)
              for m in [re.fullmatch(r"\(b7\) r\d+ = (-?\d+)", i.get("disasm", ""))] if m}
-    lay = KERNELS[kname]
-    offsets = {"vmx": {lay.vmx_reason}, "svm": {lay.svm_vmcb, EXIT_CODE_OFF}}
+    lay = layouts(kname)
+    offsets = {"vmx": {lay.vmx_reason}, "svm": {lay.svm_vmcb, lay.exit_code}}
     want = offsets[vendor] if prog != "handle_kvm_exit_raw_old" else set()   # the reason is an argument there
     assert moved & (offsets["vmx"] | offsets["svm"]) == want
-    assert VCPU_ID_OFF in moved
+    assert lay.vcpu_id in moved
 
 
 @pytest.mark.corpus
 @pytest.mark.parametrize("kname", sorted(KERNELS))
 def test_prototype_and_vendor_detection(kname, corpus):
     lib = _libbpf.load()
-    base = lib.btf__parse(str(corpus / kname / "vmlinux.btf").encode(), None)
-    mods = {m: lib.btf__parse_split(str(corpus / kname / (m + ".btf")).encode(), base)
+    base = lib.btf__parse(str(corpus(kname) / "vmlinux.btf").encode(), None)
+    mods = {m: lib.btf__parse_split(str(corpus(kname) / (m + ".btf")).encode(), base)
             for m in ("kvm", "kvm-intel", "kvm-amd")}
     try:
-        assert kernel.kvm_exit_proto(lib, mods["kvm"]) == KERNELS[kname].proto
+        assert kernel.kvm_exit_proto(lib, mods["kvm"]) == layouts(kname).proto
         assert kernel.kvm_exit_proto(lib, base) is None
         assert kernel.has_struct(lib, mods["kvm-intel"], "vcpu_vmx")
         assert kernel.has_struct(lib, mods["kvm-amd"], "vcpu_svm")
@@ -284,8 +308,8 @@ def test_latency_from_exit_to_entry(corpus, merged, fakemem, workers):
     the sleep and the time around both test runs.  Totals, min, max, each
     bucket, and each percentile within PERCENTILE_ERROR of the true one."""
     a, b, _ = workers
-    obj = core("handle_kvm_exit_raw", merged("debian-6.12-amd64", "kvm-intel"), entry="handle_kvm_entry_raw")
-    f = Firer(fakemem, KERNELS["debian-6.12-amd64"], "vmx", obj)
+    obj = core("handle_kvm_exit_raw", merged("6.12", "kvm-intel"), entry="handle_kvm_entry_raw")
+    f = Firer(fakemem, layouts("6.12"), "vmx", obj)
     bounds = {}   # reason -> [(inner, outer)]: the kernel's delta lies between
 
     def exit_sleep_entry(sleep):
@@ -305,8 +329,8 @@ def test_latency_from_exit_to_entry(corpus, merged, fakemem, workers):
         [(30, 0.0007)] * 3
     try:
         for reason, sleep in plan:
-            fakemem.write(0, {VCPU_ID_OFF: struct.pack("<i", 3),
-                              KERNELS["debian-6.12-amd64"].vmx_reason: struct.pack("<I", reason)})
+            fakemem.write(0, {layouts("6.12").vcpu_id: struct.pack("<i", 3),
+                              layouts("6.12").vmx_reason: struct.pack("<I", reason)})
             bounds.setdefault(reason, []).append(a.call(lambda: exit_sleep_entry(sleep)))
         # an entry without an exit before it, and an exit never followed by an entry, time nothing
         a.call(lambda: obj.test_run("handle_kvm_entry_raw", [0]))
@@ -344,9 +368,9 @@ def test_latency_from_exit_to_entry(corpus, merged, fakemem, workers):
 def test_latency_maps_full_exits_untimed(corpus, merged, fakemem, workers):
     """With --latency, an exit the pending or latency map has no room for is
     counted as untimed, apart from the drops of the counts map."""
-    obj = core("handle_kvm_exit_raw", merged("debian-6.12-amd64", "kvm-intel"), max_entries=2,
+    obj = core("handle_kvm_exit_raw", merged("6.12", "kvm-intel"), max_entries=2,
                entry="handle_kvm_entry_raw")
-    f = Firer(fakemem, KERNELS["debian-6.12-amd64"], "vmx", obj)
+    f = Firer(fakemem, layouts("6.12"), "vmx", obj)
 
     def exit_entry(w, reason, entry=True):
         f.fire(w, 0, 3, reason)
@@ -385,8 +409,8 @@ def test_detail_under_each_threads_last_exit(corpus, merged, fakemem, workers):
     before the thread's first exit under NO_EXIT_SEEN; with the details map
     full, undetailed, while known keys still count."""
     a, b, ncpu = workers
-    obj = core("handle_kvm_exit_raw", merged("debian-6.12-amd64", "kvm-intel"), max_entries=9, detail=True)
-    f = Firer(fakemem, KERNELS["debian-6.12-amd64"], "vmx", obj)
+    obj = core("handle_kvm_exit_raw", merged("6.12", "kvm-intel"), max_entries=9, detail=True)
+    f = Firer(fakemem, layouts("6.12"), "vmx", obj)
     ev = functools.partial(_detail_run, obj)
     try:
         ev(a, "detail_kvm_pio", 1, 0x80)                    # before a's first exit
@@ -449,8 +473,8 @@ def test_detail_follows_the_filters(corpus, merged, fakemem, workers, filt):
     a, b, _ = workers
     if filt.tids:
         filt = Filter(tids=(a.tid,))
-    obj = core("handle_kvm_exit_raw", merged("debian-6.12-amd64", "kvm-intel"), filt=filt, detail=True)
-    f = Firer(fakemem, KERNELS["debian-6.12-amd64"], "vmx", obj)
+    obj = core("handle_kvm_exit_raw", merged("6.12", "kvm-intel"), filt=filt, detail=True)
+    f = Firer(fakemem, layouts("6.12"), "vmx", obj)
     ev = functools.partial(_detail_run, obj)
     try:
         for w in (a, b):
@@ -478,7 +502,7 @@ def test_readout_without_batch_lookups_is_the_same(fakemem, workers, monkeypatch
     obj = core("handle_kvm_exit_raw")
     try:
         for w, n in ((a, 3), (b, 5), (a, 2)):
-            fakemem.write(0, {VCPU_ID_OFF: struct.pack("<i", 1)})
+            fakemem.write(0, {host_vcpu_id(): struct.pack("<i", 1)})
             for _ in range(n):
                 w.call(lambda: obj.test_run("handle_kvm_exit_raw", [fakemem.addrs[0], KVMEXIT_ISA_VMX]))
         batched = counts(obj)

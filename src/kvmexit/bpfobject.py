@@ -199,9 +199,10 @@ class BpfObject:
         return struct.unpack_from("<QQ", self._prog_info(prog_name), _PROG_INFO_RUN_TIME)
 
     def prog_misses(self, prog_name):
-        """Events for which the kernel skipped the program: its recursion
-        guard lets one run per CPU at a time, so an event that comes while a
-        run is preempted on that CPU is not seen (bpf_prog_info.recursion_misses)."""
+        """Events for which the kernel skipped the program: one run per CPU at
+        a time, per program for raw_tp and tp_btf, shared with every tracing
+        program and bpf() map operation for the classic tracepoint
+        (bpf_prog_info.recursion_misses)."""
         return struct.unpack_from("<Q", self._prog_info(prog_name), _PROG_INFO_MISSES)[0]
 
     def test_run(self, prog_name, args):

@@ -1,6 +1,5 @@
 # SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 """The kvmexit command line: bcc kvmexit's interface, thin over Tracer."""
-import os
 import sys
 
 import click
@@ -69,15 +68,7 @@ class TidList(click.ParamType):
 
 
 def _caps_ok():
-    """root, or CAP_SYS_ADMIN, or CAP_BPF + CAP_PERFMON in the effective set."""
-    if os.geteuid() == 0:
-        return True
-    try:
-        with open("/proc/self/status") as f:
-            eff = int(next(l for l in f if l.startswith("CapEff:")).split()[1], 16)
-    except (OSError, StopIteration, ValueError):
-        return False
-    return bool(eff & (1 << 21)) or (eff & (1 << 38) and eff & (1 << 39))
+    return kernel.bpf_capable()
 
 
 def _view(pid, tid, tids, vcpu, alltids):

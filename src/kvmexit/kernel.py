@@ -11,6 +11,18 @@ from .abi import TP_LAYOUT
 from .errors import KvmexitError, LibbpfError
 
 TRACEFS_DIRS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
+
+
+def bpf_capable():
+    """CAP_SYS_ADMIN, or CAP_BPF + CAP_PERFMON, in the effective set: what
+    loading and attaching tracing programs takes (uid 0 without them cannot)."""
+    try:
+        with open("/proc/self/status") as f:
+            eff = int(next(l for l in f if l.startswith("CapEff:")).split()[1], 16)
+    except (OSError, StopIteration, ValueError):
+        return False
+    return bool(eff >> CAP_SYS_ADMIN & 1 or (eff >> CAP_BPF & 1 and eff >> CAP_PERFMON & 1))
 
 
 def tracefs(mount=True):

@@ -89,8 +89,8 @@ def histogram(stat, indent=""):
 # each cause of events not counted or not timed: (Snapshot field, footer line with {n} and {max})
 LOSSES = (
     ("drops", "Dropped {n} exits: the counts map ({max} entries) was full; raise --max-entries"),
-    ("skipped", "Missed {n} exits: the kernel skipped kvmexit's program while another run of it was preempted "
-                "on the same CPU"),
+    ("skipped", "Missed {n} exits: the kernel skipped kvmexit's program, that CPU being inside another BPF run "
+                "(see SKIPPED EVENTS in kvmexit(8))"),
     ("entries_skipped", "Missed {n} kvm_entry events: the exits before them have no exit-handling time"),
     ("untimed", "Untimed {n} exits: the latency maps ({max} entries) were full; raise --max-entries"),
     ("undetailed", "Undetailed {n} KVM events: the details map ({max} entries) was full; raise --max-entries"),

@@ -10,7 +10,7 @@ import os
 
 import click
 
-from . import details
+from . import details, kernel
 from .abi import (KVMEXIT_DETAIL_MSR, KVMEXIT_DETAIL_PIO, KVMEXIT_DETAIL_USER, KVMEXIT_DIR_NONE, KVMEXIT_DIR_READ,
                   KVMEXIT_DIR_WRITE, KVMEXIT_ISA_PIO, KVMEXIT_ISA_SVM, KVMEXIT_ISA_VMX, KVMEXIT_KEY_NO_EXIT)
 from .errors import KvmexitError
@@ -176,7 +176,7 @@ def by_tid_reason(snap, isa):
 @click.option("--mode", type=click.Choice(MODES), default="auto", show_default=True, help="attach mode")
 def selftest(vcpus, mode):
     """Check kvmexit on this host: trace a built-in KVM guest, compare exact counts."""
-    if os.geteuid() != 0:
+    if not kernel.bpf_capable():
         raise KvmexitError("selftest needs root (BPF and /dev/kvm): run it with sudo")
     programs = workload(vcpus)
     total = sum(sum(expected_exits(p).values()) for p in programs)

@@ -12,7 +12,6 @@ Mode choice, from kernel BTF (README: "How the mode is chosen"):
     no usable kernel BTF         -> raw_tp (legacy object) -> tracepoint (legacy)
 """
 import errno
-import os
 from dataclasses import dataclass
 
 from . import _libbpf, kernel
@@ -128,7 +127,7 @@ def plan(source, mode, kbtf, need_vcpu=False, tp_ok=True, tp_vcpu=True):
 
 def _hint(err):
     """The fix for an attach/load failure, where there is an obvious one."""
-    if isinstance(err, LibbpfError) and err.errno in (errno.EPERM, errno.EACCES) and os.geteuid() != 0:
+    if isinstance(err, LibbpfError) and err.errno in (errno.EPERM, errno.EACCES) and not kernel.bpf_capable():
         return "kvmexit needs root (or CAP_BPF and CAP_PERFMON)"
     return None
 

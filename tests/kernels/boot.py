@@ -52,8 +52,8 @@ def _result(out, serial, seconds, what):
 
 
 def _cmdline(root, run):
-    return ("console=ttyS0 quiet loglevel=4 panic=-1 kvmexit.root=%s kvmexit.run=%s kvmexit.path=%s"
-            % (root, run, VENV_BIN))
+    return ("console=ttyS0 quiet loglevel=4 panic=-1 kvmexit.root=%s kvmexit.run=%s kvmexit.path=%s kvmexit.repo=%s"
+            % (root, run, VENV_BIN, REPO))
 
 
 def qemu(kernel, script, workdir, timeout=600, cpus=2, mem_mb=2048):
@@ -81,7 +81,7 @@ def qemu(kernel, script, workdir, timeout=600, cpus=2, mem_mb=2048):
            "-kernel", str(kernel.vmlinuz), "-initrd", str(initrd),
            # Debian 5.10 deems TCG's TSC unstable and reads the clock from the
            # emulated HPET: python3 -c pass then takes 5 s instead of 0.2
-           "-append", _cmdline("9p", "/mnt/run.sh") + " tsc=reliable clocksource=tsc kvmexit.repo=%s" % REPO]
+           "-append", _cmdline("9p", "/mnt/run.sh") + " tsc=reliable clocksource=tsc"]
     cmd += share("hostroot", "/", True) + share("out", out, False) + share("repo", REPO, True)
     errors = workdir / "qemu.log"
     with open(errors, "wb") as err:

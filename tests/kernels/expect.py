@@ -5,6 +5,7 @@ import json
 import re
 
 from kvmexit.guest import DONE_PORT, SYNC_PORT, Step, expected_exits, parse_program
+from kvmexit.output import LOSSES
 
 # --detail: what KVM traces while it handles each instruction's exit, as
 # kvmexit's JSON names it (kind, dir, value), the guest having no in-kernel
@@ -79,22 +80,20 @@ def json_details(text):
 
 def parse_detail_table(text):
     """A kvmexit -p PID -a --detail table: ({(tid, reason name, detail label):
-    count}, the exit rows under label None; the KVM events its footer says
-    the kernel skipped the detail programs for)."""
+    count}, the exit rows under label None; {loss field: n} of its footer)."""
     lines = [l for l in text.splitlines() if l.strip()]
     head = next(i for i, l in enumerate(lines) if "KVM_EXIT_REASON" in l)
-    out, row, skipped = {}, None, 0
+    out, row, losses = {}, None, {}
     for l in lines[head + 1:]:
-        parts = l.split()
-        m = re.match(r"Missed (\d+) KVM events for --detail", l)
-        if m:
-            skipped = int(m.group(1))
+        parts, loss = l.split(), _footer(l)
+        if loss:
+            losses[loss[0]] = loss[1]
         elif l.startswith(" "):
             out[row + (" ".join(parts[:-1]),)] = int(parts[-1])
         elif parts[0].isdigit():
             row = (int(parts[0]), " ".join(parts[1:-1]))
             out[row + (None,)] = int(parts[-1])
-    return out, skipped
+    return out, losses
 
 
 def json_rows(text):
@@ -121,16 +120,59 @@ def collapse(rows, keep):
     return out
 
 
+def _footer(line):
+    """(field, n) of one of the table's footer lines of losses (output.LOSSES), else None."""
+    for field, text in LOSSES:
+        m = re.fullmatch(re.escape(text).replace(re.escape("{n}"), r"(\d+)").replace(re.escape("{max}"), r"\d+"),
+                         line)
+        if m:
+            return field, int(m.group(1))
+    return None
+
+
 def parse_table(text, ncols):
-    """A kvmexit table (its banner and header skipped): [(col..., name, count)],
-    in printed order; ncols = columns before the reason."""
+    """A kvmexit table (its banner and header skipped): ([(col..., name, count)]
+    in printed order, {loss field: n} of its footer); ncols = columns before the reason."""
     lines = [l for l in text.splitlines() if l.strip()]
     head = next(i for i, l in enumerate(lines) if "KVM_EXIT_REASON" in l)
-    rows = []
+    rows, losses = [], {}
     for l in lines[head + 1:]:
+        loss = _footer(l)
+        if loss:
+            losses[loss[0]] = loss[1]
+            continue
         parts = l.split()
         rows.append(tuple(int(p) for p in parts[:ncols]) + (" ".join(parts[ncols:-1]), int(parts[-1])))
-    return rows
+    return rows, losses
+
+
+# -- comparisons that allow what the kernel skipped and said so, and no more --
+def short_of(got, want, skipped):
+    """A tracer's counts of a known part of the events (got) against what that
+    part must be (want): equal, or, where the kernel reported skipping the
+    tracer's program `skipped` times, short of it by no more than that in
+    all, never over on any key, no key that want lacks."""
+    if not skipped:
+        assert got == want, (got, want)
+        return
+    assert set(got) <= set(want) and all(got[k] <= want[k] for k in got), (got, want)
+    assert sum(want.values()) - sum(got.values()) <= skipped, (got, want, skipped)
+
+
+def same_events(a, b, skipped_a, skipped_b, whole=True):
+    """Two tracers' counts of the same run of events: each is those events
+    less the ones its program was skipped for, as the kernel reported them.
+    So the counts differ key by key by no more than both skipped in all, and
+    where both counted the whole run (whole), not a filtered part of what
+    they were skipped for, their totals differ by exactly the difference of
+    the two skipped counts."""
+    if not skipped_a and not skipped_b:
+        assert a == b, (a, b)
+        return
+    assert sum(abs(a.get(k, 0) - b.get(k, 0)) for k in set(a) | set(b)) <= skipped_a + skipped_b, \
+        (a, b, skipped_a, skipped_b)
+    if whole:
+        assert sum(a.values()) + skipped_a == sum(b.values()) + skipped_b, (a, b, skipped_a, skipped_b)
 
 
 def kernel_names(format_text, isa):

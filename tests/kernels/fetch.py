@@ -236,6 +236,31 @@ def _unpack(release, debs, dest, log):
         return depends
 
 
+def _apt(series):
+    return Apt(series.suite, series.archive, cache_dir() / "apt" / series.suite)
+
+
+def download(series, package, dest, log=print):
+    """One package of the series' suite into dest, its sha256 checked; the .deb's path."""
+    dest.mkdir(parents=True, exist_ok=True)
+    log("  downloading %s %s (%d MB)" % (package.name, package.version, package.size >> 20))
+    _apt(series).run("download", "%s=%s" % (package.name, package.version), cwd=dest)
+    deb = next(dest.glob("%s_*.deb" % package.name))
+    got = _sha256(deb)
+    if got != package.sha256:
+        deb.unlink()
+        raise RuntimeError("%s: sha256 %s, the signed index says %s" % (deb.name, got, package.sha256))
+    return deb
+
+
+def extra_package(series, name, log=print):
+    """The newest package of that name in the series' suite (its index as fetch() last updated it)."""
+    versions = _apt(series).packages().get(name)
+    if not versions:
+        raise RuntimeError("no package %s in %s" % (name, series.suite))
+    return _newest(versions)
+
+
 def fetch(series, log=print):
     """The newest kernel of a series, from the cache or downloaded into it.
 
@@ -243,7 +268,7 @@ def fetch(series, log=print):
         Kernel.  Prints the exact packages, versions and SHA256s used.
     """
     top = cache_dir()
-    apt = Apt(series.suite, series.archive, top / "apt" / series.suite)
+    apt = _apt(series)
     try:
         apt.run("update")
         release, pkgs = resolve(series, apt.packages())
@@ -258,16 +283,7 @@ def fetch(series, log=print):
     if not (dest / "kernel.json").exists():
         shutil.rmtree(dest, ignore_errors=True)
         dl = top / "download"
-        dl.mkdir(parents=True, exist_ok=True)
-        debs = []
-        for p in pkgs:
-            log("  downloading %s %s (%d MB)" % (p.name, p.version, p.size >> 20))
-            apt.run("download", "%s=%s" % (p.name, p.version), cwd=dl)
-            deb = next(dl.glob("%s_*.deb" % p.name))
-            got = _sha256(deb)
-            if got != p.sha256:
-                raise RuntimeError("%s: sha256 %s, the signed index says %s" % (deb.name, got, p.sha256))
-            debs.append(deb)
+        debs = [download(series, p, dl, log) for p in pkgs]
         dest.mkdir(parents=True)
         try:
             depends = _unpack(release, debs, dest, log)

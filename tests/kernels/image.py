@@ -14,6 +14,7 @@ import tarfile
 from pathlib import Path
 
 BUSYBOX = "/bin/busybox"
+REPO_IN_IMAGE = "/kvmexit/repo"    # where a Bochs root image keeps the checkout (see INIT)
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 # The initramfs's /init.  kvmexit.root= says where the root comes from,
@@ -53,6 +54,9 @@ disk)
 	mount -t tmpfs run $R/run
 	mount -t tmpfs root $R/root
 	mount -t tmpfs out $R/mnt
+	repo=$(arg kvmexit.repo)
+	# the image keeps the checkout at /kvmexit/repo, where nothing is mounted: bound at its own path
+	[ -n "$repo" ] && mkdir -p $R$repo && mount -o bind $R/kvmexit/repo $R$repo
 	;;
 esac
 mount -t proc proc $R/proc
@@ -125,11 +129,12 @@ def _ldd(paths):
     return sorted(libs)
 
 
-def _copy(src, root):
-    """Copy src (a file, a link or a tree) to the same path under root, links kept."""
+def _copy(src, root, at=None):
+    """Copy src (a file, a link or a tree) to the same path under root, or
+    to the path at, links kept."""
     src = Path(src)
     # through the real parent: on merged-/usr hosts /lib/x is /usr/lib/x
-    dst = root / Path(os.path.realpath(src.parent)).relative_to("/") / src.name
+    dst = root / (at or Path(os.path.realpath(src.parent)) / src.name).relative_to("/")
     dst.parent.mkdir(parents=True, exist_ok=True)
     if src.is_symlink():
         if not dst.exists() and not dst.is_symlink():
@@ -145,13 +150,15 @@ def _copy(src, root):
         shutil.copy2(src, dst)
 
 
-def root_image(paths, programs, dest, files=None, size_mb=None):
+def root_image(paths, programs, dest, files=None, size_mb=None, repo=None):
     """An ext2 image holding paths (files or trees, at their own paths) and
     the programs with their shared libraries; built without mounting.
 
     Programs are looked up in the system's PATH (not the caller's); /bin/sh and /usr/bin/env are
     always there (the initramfs chroots into this root with them).  files:
-    {path: text} written into the image as well.
+    {path: text} written into the image as well.  Paths inside repo (the
+    checkout) go under REPO_IN_IMAGE instead, which INIT binds at repo's own
+    path once the machine's tmpfs mounts (/tmp, /root, ...) are in place.
     """
     root = dest.parent / (dest.name + ".d")
     shutil.rmtree(root, ignore_errors=True)
@@ -162,7 +169,11 @@ def root_image(paths, programs, dest, files=None, size_mb=None):
             os.symlink(os.readlink("/" + d), root / d)
     progs = [shutil.which(p, path=SYSTEM_PATH) or p for p in ("sh", "env") + tuple(programs)]
     for p in list(paths) + progs + _ldd(progs + [q for q in paths if Path(q).is_file()]):
-        _copy(p, root)
+        inside = repo is not None and Path(p).is_relative_to(repo)
+        _copy(p, root, Path(REPO_IN_IMAGE) / Path(p).relative_to(repo) if inside else None)
+    if repo is not None:
+        # the bind's mount point, where no tmpfs will be
+        (root / Path(repo).relative_to("/")).mkdir(parents=True, exist_ok=True)
     for so in _ldd(sorted(str(p) for p in root.rglob("*.so*") if p.is_file() and not p.is_symlink())):
         _copy(so, root)
     # bytecode for every module the image holds: compiling at each start is

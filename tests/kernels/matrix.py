@@ -83,7 +83,7 @@ def run(machine, kernel, workdir, scenarios=("all",), log=print):
         b = boot.qemu(kernel, script, workdir, machine.timeout)
     else:
         root = image.root_image(BOCHS_PATHS, BOCHS_PROGRAMS, workdir / "root.img",
-                                files={"/kvmexit/run.sh": script})
+                                files={"/kvmexit/run.sh": script}, repo=boot.REPO)
         b = boot.bochs(kernel, root, workdir, machine.timeout, cpu=machine.cpu, run="/kvmexit/run.sh")
         root.unlink()
     results = b.out / "results.json"
