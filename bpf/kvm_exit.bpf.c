@@ -12,6 +12,10 @@
  * on kvm_pio and kvm_msr (kvmexit selftest, make bench).  Every program
  * calls count_exit(); userspace loads exactly one kvm_exit (or calibration)
  * program, and with --latency the kvm_entry program of the same kind.
+ *
+ * Built with -D__TARGET_ARCH_arm64 (kvm_exit_arm64.bpf.o, CO-RE): arm64's
+ * kvm_exit programs, the kprobe that tells each thread's vCPU, and the
+ * programs both architectures share (kvm_entry, --detail's common events).
  */
 #include "kvm_min.h"
 #include <bpf/bpf_helpers.h>
@@ -37,6 +41,12 @@ const volatile bool latency = false;
 #endif
 /* --detail: remember each thread's last exit and count its KVM events under it */
 const volatile bool detail = false;
+
+#ifdef __TARGET_ARCH_arm64
+#define KVMEXIT_ARCH_ARM64 1
+#else
+#define KVMEXIT_ARCH_ARM64 0
+#endif
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -84,6 +94,23 @@ struct {
 	__type(value, __u64);
 } details SEC(".maps");
 
+#if KVMEXIT_ARCH_ARM64
+/*
+ * arm64's kvm_exit names no vCPU: each thread's vCPU, recorded where KVM
+ * enters KVM_RUN (the kprobe below), max_entries set by userspace.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);		/* tid */
+	__type(value, __u32);		/* kvm_vcpu.vcpu_id */
+} thread_vcpu SEC(".maps");
+
+/* bumped when a thread runs a vCPU other than the one recorded (or its
+ * first): a cache taken before holds a stale vCPU and is taken again */
+__u32 vcpu_moves = 0;
+#endif
+
 static const __u64 zero_count;
 static const struct kvmexit_pending zero_pending;
 static const struct kvmexit_lat zero_lat;
@@ -109,6 +136,7 @@ enum vcpu_src {
 	VCPU_KVM,		/* ptr is a struct kvm_vcpu * */
 	VCPU_PIO,		/* ptr is kvm_pio's data, aux its size */
 	VCPU_PIO_ARG,		/* ptr is where kvm_pio's data pointer is, aux its size */
+	VCPU_THREAD,		/* arm64: the current thread's, from thread_vcpu */
 };
 
 /* inlined into each program, where src is a constant: the other sources' code is gone */
@@ -126,6 +154,14 @@ static __always_inline __u32 vcpu_id_of(enum vcpu_src src, const void *ptr, __u3
 	if (src == VCPU_KVM)
 		return BPF_CORE_READ((const struct kvm_vcpu *)ptr, vcpu_id);
 #endif
+#if KVMEXIT_ARCH_ARM64
+	if (src == VCPU_THREAD) {
+		__u32 tid = (__u32)bpf_get_current_pid_tgid(), *id;
+
+		id = bpf_map_lookup_elem(&thread_vcpu, &tid);
+		return id ? *id : KVMEXIT_VCPU_UNKNOWN;
+	}
+#endif
 	return aux;
 }
 
@@ -136,7 +172,7 @@ struct exit_event {
 	__u8 flags;		/* KVMEXIT_KEY_* */
 	__u8 _pad[3];
 	__u32 vcpu_id;		/* read only when the event's thread does not own the cache */
-	__u32 _pad1;
+	__u32 vcpu_gen;		/* arm64: vcpu_moves when vcpu_id was read */
 };
 
 static __always_inline bool tid_wanted(__u32 tid)
@@ -207,6 +243,7 @@ static __always_inline bool take_cache(struct kvmexit_cache *c, const struct exi
 	c->key.vcpu = vcpu_id < KVMEXIT_VCPU_UNKNOWN ? vcpu_id : KVMEXIT_VCPU_UNKNOWN;
 	c->key.isa = ev->owner >> KVMEXIT_OWNER_ISA_SHIFT;
 	c->key.flags = 0;
+	c->vcpu_gen = ev->vcpu_gen;
 	barrier();
 	g->gen++;
 	return true;
@@ -223,7 +260,7 @@ static __noinline int count_slow(struct kvmexit_cache *c, const struct exit_even
 	struct kvmexit_key key;
 	__u64 n, r, *val;
 
-	if (c->owner != ev->owner && !take_cache(c, ev))
+	if ((c->owner != ev->owner || c->vcpu_gen != ev->vcpu_gen) && !take_cache(c, ev))
 		return 1;
 	key = c->key;
 	key.reason = ev->reason;
@@ -347,17 +384,20 @@ static __always_inline void count_exit(__u32 reason, __u8 flags, __u8 isa, enum 
 {
 	__u64 owner = KVMEXIT_OWNER(bpf_get_current_pid_tgid(), isa);
 	struct kvmexit_cache *c;
-	__u32 zero = 0;
+	__u32 zero = 0, gen = 0;
 	__u64 *n, idx;
 
 	c = bpf_map_lookup_elem(&cache, &zero);
 	if (!c)
 		return;
+#if KVMEXIT_ARCH_ARM64
+	gen = vcpu_moves;
+#endif
 	/* one register for the bound and the index: older verifiers (5.10)
 	 * take a bound checked on one copy of a value as none on another */
 	idx = reason;
 	barrier_var(idx);
-	if (c->owner == owner && idx < KVMEXIT_DENSE && !flags) {
+	if (c->owner == owner && (!KVMEXIT_ARCH_ARM64 || c->vcpu_gen == gen) && idx < KVMEXIT_DENSE && !flags) {
 		n = &c->dense[idx];
 		if (*n) {
 			(*n)++;
@@ -365,9 +405,9 @@ static __always_inline void count_exit(__u32 reason, __u8 flags, __u8 isa, enum 
 		}
 	}
 	{
-		struct exit_event ev = {.owner = owner, .reason = reason, .flags = flags};
+		struct exit_event ev = {.owner = owner, .reason = reason, .flags = flags, .vcpu_gen = gen};
 
-		ev.vcpu_id = c->owner == owner ? 0 : vcpu_id_of(vcpu_src, vcpu_ptr, vcpu_aux);
+		ev.vcpu_id = c->owner == owner && c->vcpu_gen == gen ? 0 : vcpu_id_of(vcpu_src, vcpu_ptr, vcpu_aux);
 		if (count_slow(c, &ev))
 			return;
 	}
@@ -419,6 +459,7 @@ static __always_inline void count_detail(__u32 kind, __u64 value, __u32 dir)
 		c->undetailed++;
 }
 
+#if !KVMEXIT_ARCH_ARM64
 #ifndef KVMEXIT_LEGACY
 /* >= 5.16: the reason lives only in the vendor vCPU struct */
 static __always_inline void count_vendor_exit(struct kvm_vcpu *vcpu, __u32 isa)
@@ -518,6 +559,58 @@ int handle_kvm_exit_tp(struct kvmexit_tp_exit *ctx)
 	return 1;
 }
 
+#else
+/* -- kvm_exit, arm64 ------------------------------------------------------- */
+/* what arm64's record keeps of the tracepoint's arguments, as a reason */
+static __always_inline __u32 arm64_reason(__u32 ret, __u32 esr_ec)
+{
+	__u32 code = ret & ~KVMEXIT_ARM64_SERROR_BIT;
+
+	return code == KVMEXIT_ARM64_EXCEPTION_TRAP ? KVMEXIT_ARM64_TRAP | (esr_ec & KVMEXIT_ARM64_EC_MASK) : code;
+}
+
+SEC("tp_btf/kvm_exit")
+int BPF_PROG(handle_kvm_exit_arm64_btf, int ret, unsigned int esr_ec)
+{
+	count_exit(arm64_reason(ret, esr_ec), 0, KVMEXIT_ISA_ARM64, VCPU_THREAD, NULL, 0);
+	return 0;
+}
+
+SEC("raw_tp/kvm_exit")
+int BPF_PROG(handle_kvm_exit_arm64_raw, int ret, unsigned int esr_ec)
+{
+	count_exit(arm64_reason(ret, esr_ec), 0, KVMEXIT_ISA_ARM64, VCPU_THREAD, NULL, 0);
+	return 0;
+}
+
+SEC("tracepoint/kvm/kvm_exit")
+int handle_kvm_exit_arm64_tp(struct kvmexit_tp_exit_arm64 *ctx)
+{
+	count_exit(arm64_reason(ctx->ret, ctx->esr_ec), 0, KVMEXIT_ISA_ARM64, VCPU_THREAD, NULL, 0);
+	return 1;
+}
+
+/*
+ * Each thread's vCPU, where KVM_RUN enters KVM (every kernel since 5.10):
+ * a thread running another vCPU than before bumps vcpu_moves, so that no
+ * cache keeps the old one.  A full map leaves the thread's vCPU unknown.
+ */
+SEC("kprobe/kvm_arch_vcpu_ioctl_run")
+int BPF_KPROBE(enter_vcpu_run, struct kvm_vcpu *vcpu)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid(), id, *old;
+
+	id = BPF_CORE_READ(vcpu, vcpu_id);
+	old = bpf_map_lookup_elem(&thread_vcpu, &tid);
+	if (old && *old == id)
+		return 0;
+	bpf_map_update_elem(&thread_vcpu, &tid, &id, BPF_ANY);
+	__sync_fetch_and_add(&vcpu_moves, 1);
+	return 0;
+}
+
+#endif
+
 /* -- kvm_entry (--latency): whatever its prototype, only the thread matters -- */
 #ifndef KVMEXIT_LEGACY
 SEC("tp_btf/kvm_entry")
@@ -542,6 +635,7 @@ int handle_kvm_entry_tp(void *ctx)
 	return 1;
 }
 
+#if !KVMEXIT_ARCH_ARM64
 /*
  * -- calibration: kvm:kvm_pio ----------------------------------------------
  * The same counting code fed by kvm:kvm_pio, which every KVM flavour emits
@@ -603,6 +697,8 @@ int BPF_PROG(handle_kvm_msr_btf, unsigned int write, __u32 ecx)
 }
 #endif
 
+#endif
+
 /*
  * -- --detail: KVM's events while it handles an exit ------------------------
  * raw_tp in both objects: only the arguments are read, the same on every
@@ -610,6 +706,7 @@ int BPF_PROG(handle_kvm_msr_btf, unsigned int write, __u32 ecx)
  * Attached after the exit program, so that on one tracepoint (the
  * calibration hook) the exit is recorded before its detail is counted.
  */
+#if !KVMEXIT_ARCH_ARM64
 SEC("raw_tp/kvm_pio")
 int BPF_PROG(detail_kvm_pio, unsigned int rw, unsigned int port)
 {
@@ -624,6 +721,8 @@ int BPF_PROG(detail_kvm_msr, unsigned int write, __u32 ecx)
 	return 0;
 }
 
+#endif
+
 /* type: KVM_TRACE_MMIO_READ_UNSATISFIED 0, _READ 1, _WRITE 2 */
 SEC("raw_tp/kvm_mmio")
 int BPF_PROG(detail_kvm_mmio, int type, int len, __u64 gpa)
@@ -633,6 +732,7 @@ int BPF_PROG(detail_kvm_mmio, int type, int len, __u64 gpa)
 	return 0;
 }
 
+#if !KVMEXIT_ARCH_ARM64
 SEC("raw_tp/kvm_fast_mmio")
 int BPF_PROG(detail_kvm_fast_mmio, __u64 gpa)
 {
@@ -646,6 +746,31 @@ int BPF_PROG(detail_kvm_hypercall, unsigned long nr)
 	count_detail(KVMEXIT_DETAIL_HYPERCALL, nr, KVMEXIT_DIR_NONE);
 	return 0;
 }
+
+#endif
+
+#if KVMEXIT_ARCH_ARM64
+SEC("raw_tp/kvm_hvc_arm64")
+int BPF_PROG(detail_kvm_hvc_arm64, unsigned long vcpu_pc, unsigned long r0)
+{
+	count_detail(KVMEXIT_DETAIL_HYPERCALL, r0, KVMEXIT_DIR_NONE);
+	return 0;
+}
+
+SEC("raw_tp/kvm_handle_sys_reg")
+int BPF_PROG(detail_kvm_handle_sys_reg, unsigned long esr)
+{
+	count_detail(KVMEXIT_DETAIL_SYSREG, KVMEXIT_SYSREG(esr), esr & 1 ? KVMEXIT_DIR_READ : KVMEXIT_DIR_WRITE);
+	return 0;
+}
+
+SEC("raw_tp/kvm_wfx_arm64")
+int BPF_PROG(detail_kvm_wfx_arm64, unsigned long vcpu_pc, bool is_wfe)
+{
+	count_detail(KVMEXIT_DETAIL_WFX, is_wfe, KVMEXIT_DIR_NONE);
+	return 0;
+}
+#endif
 
 SEC("raw_tp/kvm_userspace_exit")
 int BPF_PROG(detail_kvm_userspace_exit, __u32 reason)

@@ -15,6 +15,19 @@
 #define KVMEXIT_ISA_PIO		3
 /* synthetic isa of the second calibration hook: reason = MSR of kvm:kvm_msr */
 #define KVMEXIT_ISA_MSR		4
+/*
+ * arm64 (arch/arm64/kvm/trace_arm.h: kvm_exit(int ret, unsigned int esr_ec,
+ * unsigned long vcpu_pc) on every kernel since 5.10).  The reason is what
+ * the record keeps: ARM_EXCEPTION_CODE(ret) (the SError flag, bit 31,
+ * cleared), and for a trap (code 2) the ESR exception class as
+ * KVMEXIT_ARM64_TRAP | esr_ec.  Codes: IRQ 0, EL1_SERROR 1, IL 3, HYP_GONE
+ * 0xbadca11 (arch/arm64/include/asm/kvm_asm.h).
+ */
+#define KVMEXIT_ISA_ARM64	5
+#define KVMEXIT_ARM64_SERROR_BIT	0x80000000U
+#define KVMEXIT_ARM64_EXCEPTION_TRAP	2
+#define KVMEXIT_ARM64_TRAP	0x100
+#define KVMEXIT_ARM64_EC_MASK	0x3f
 
 #define KVMEXIT_VCPU_UNKNOWN	0xffff
 /* targ_vcpu when no vCPU is filtered on */
@@ -69,7 +82,7 @@ struct kvmexit_cache {
 	__u64 undetailed;	/* --detail: events not counted, the details map was full */
 	__u32 nreasons;		/* entries of reasons[] in use */
 	__u16 reasons[KVMEXIT_CACHE_REASONS];	/* the owner's reasons in dense[] */
-	__u32 _pad;
+	__u32 vcpu_gen;		/* arm64: vcpu_moves when the owner took the cache */
 	__u64 dense[KVMEXIT_DENSE];	/* count of (owner, reason); 0: not here */
 };
 
@@ -119,6 +132,14 @@ struct kvmexit_lat {
 #define KVMEXIT_DETAIL_MMIO	3	/* kvm:kvm_mmio, kvm:kvm_fast_mmio: value = guest-physical page */
 #define KVMEXIT_DETAIL_HYPERCALL 4	/* kvm:kvm_hypercall: value = hypercall number */
 #define KVMEXIT_DETAIL_USER	5	/* kvm:kvm_userspace_exit: value = KVM_EXIT_* */
+/* arm64 (kvm:kvm_hvc_arm64 counts as KVMEXIT_DETAIL_HYPERCALL: value = x0, the SMCCC function id) */
+#define KVMEXIT_DETAIL_SYSREG	6	/* kvm:kvm_handle_sys_reg: value = KVMEXIT_SYSREG() of the ESR */
+#define KVMEXIT_DETAIL_WFX	7	/* kvm:kvm_wfx_arm64: value = 0 WFI, 1 WFE */
+
+/* a system register as Linux's sys_reg() encodes it, from a SYS64 trap's ESR (ISS: Op0 21:20,
+ * Op2 19:17, Op1 16:14, CRn 13:10, CRm 4:1, direction 0 = 1 for a read) */
+#define KVMEXIT_SYSREG(esr)	((((esr) >> 20 & 3) << 19) | (((esr) >> 14 & 7) << 16) | \
+				 (((esr) >> 10 & 0xf) << 12) | (((esr) >> 1 & 0xf) << 8) | (((esr) >> 17 & 7) << 5))
 
 #define KVMEXIT_DIR_READ	0	/* in, rdmsr, MMIO read done */
 #define KVMEXIT_DIR_WRITE	1	/* out, wrmsr, MMIO write */
@@ -151,6 +172,14 @@ struct kvmexit_tp_exit {
 	__u32 error_code;	/* 52 */
 	__u32 vcpu_id;		/* 56: not in every kernel (tp_has_vcpu_id) */
 	__u32 _pad2;
+};
+
+/* arm64's kvm_exit record (the same on every kernel since 5.10) */
+struct kvmexit_tp_exit_arm64 {
+	__u64 common;
+	__s32 ret;		/* 8: ARM_EXCEPTION_CODE(ret) */
+	__u32 esr_ec;		/* 12: 0 unless ret is a trap */
+	__u64 vcpu_pc;		/* 16 */
 };
 
 struct kvmexit_tp_pio {

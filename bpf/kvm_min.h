@@ -33,6 +33,17 @@ struct bpf_raw_tracepoint_args { __u64 args[0]; };
 
 #define EEXIST 17
 
+#ifdef __TARGET_ARCH_arm64
+/* a kprobe's context on arm64 (arch/arm64/include/uapi/asm/ptrace.h): a
+ * fixed uapi layout, read directly (bpf_tracing.h's PT_REGS_PARM*) */
+struct user_pt_regs {
+	__u64 regs[31];
+	__u64 sp;
+	__u64 pc;
+	__u64 pstate;
+};
+#endif
+
 #pragma clang attribute push (__attribute__((preserve_access_index)), apply_to = record)
 
 struct kvm_vcpu {

@@ -10,9 +10,12 @@ from elftools.elf.elffile import ELFFile
 
 import kvmexit
 from kvmexit import _libbpf, abi
+from kvmexit.arch import ARM64, X86
 from kvmexit.bpfobject import BpfObject, package_object
-from kvmexit.skeleton import CORE_OBJECT, DETAIL_PROGRAMS, LEGACY_OBJECT, Filter
+from kvmexit.skeleton import CORE_OBJECT, LEGACY_OBJECT, Filter
 from kvmexit.tracer import ENTRY_PROGRAMS, PROGRAMS
+
+ARM64_OBJECT = ARM64.core_object
 
 OBJDIR = Path(kvmexit.__file__).parent / "bpf"
 
@@ -41,40 +44,50 @@ def _core_relo_len(elf):
     return struct.unpack_from("<I", ext, 28)[0] if hdr_len >= 32 else 0
 
 
-def _table(core):
-    """{program: section} the tracer's tables ask of an object: all of them of
-    the CO-RE one; of the legacy one, those that need no kernel BTF (no
-    tp_btf, not the new prototype, which finds the reason by CO-RE)."""
-    rows = [(prog, kind, source) for (source, kind, proto), prog in PROGRAMS.items()
-            if core or (kind != "tp_btf" and proto != "new")]
+def _table(name):
+    """{program: section} the tracer's tables ask of an object: all of x86's
+    of the CO-RE one; of the legacy one, those that need no kernel BTF (no
+    tp_btf, not the new prototype, which finds the reason by CO-RE); arm64's
+    of the arm64 one, and the kvm_entry programs of all."""
+    core = name != LEGACY_OBJECT
+    if name == ARM64_OBJECT:
+        rows = [(prog, kind, "kvm_exit") for (kind, _), prog in ARM64.exit_programs.items()]
+        rows += [(ARM64.vcpu_program, "kprobe", "kvm_arch_vcpu_ioctl_run")]
+    else:
+        rows = [(prog, kind, source) for (source, kind, proto), prog in PROGRAMS.items()
+                if core or (kind != "tp_btf" and proto != "new")]
     rows += [(prog, kind, "kvm_entry") for kind, prog in ENTRY_PROGRAMS.items() if core or kind != "tp_btf"]
-    rows += [(prog, "raw_tp", tp) for tp, prog in DETAIL_PROGRAMS.items()]     # both objects
+    rows += [(prog, "raw_tp", tp) for tp, prog in (ARM64 if name == ARM64_OBJECT else X86).detail_programs.items()]
     return {prog: ("tracepoint/kvm/%s" if kind == "tracepoint" else kind + "/%s") % source
             for prog, kind, source in rows}
 
 
-@pytest.mark.parametrize("name,core", [(CORE_OBJECT, True), (LEGACY_OBJECT, False)])
+@pytest.mark.parametrize("name,core", [(CORE_OBJECT, True), (LEGACY_OBJECT, False), (ARM64_OBJECT, True)])
 def test_object_shape(name, core):
     with open(_elf(name), "rb") as f:
         elf = ELFFile(f)
         assert (elf["e_machine"], elf["e_type"], elf.elfclass, elf.little_endian) == ("EM_BPF", "ET_REL", 64, True)
         # every program the tracer may ask for is there, in the right section, and nothing else
-        assert _programs(elf) == _table(core)
+        assert _programs(elf) == _table(name)
         assert elf.get_section_by_name("license").data() == b"GPL\0"
         maps = {s.name for s in elf.get_section_by_name(".symtab").iter_symbols()
                 if s["st_shndx"] != "SHN_UNDEF" and elf.get_section(s["st_shndx"]).name == ".maps"}
-        assert maps == {abi.MAP_CACHE, abi.MAP_GENS, abi.MAP_COUNTS, abi.MAP_PENDING, abi.MAP_LAT, abi.MAP_DETAILS}
+        arm64 = name == ARM64_OBJECT
+        assert maps == {abi.MAP_CACHE, abi.MAP_GENS, abi.MAP_COUNTS, abi.MAP_PENDING, abi.MAP_LAT,
+                        abi.MAP_DETAILS} | ({abi.MAP_THREAD_VCPU} if arm64 else set())
         # the subprograms: the slow path shared by every program, --latency's exit record
         assert {s.name for s in elf.get_section_by_name(".symtab").iter_symbols()
                 if s["st_info"]["type"] == "STT_FUNC" and s["st_shndx"] != "SHN_UNDEF"
                 and elf.get_section(s["st_shndx"]).name == ".text"} == {"count_slow", "record_exit"}
         relos = _core_relo_len(elf)
-        # the legacy object must load where kernel BTF is missing: no CO-RE at all
-        assert relos > 200 if core else relos == 0
+        # the legacy object must load where kernel BTF is missing: no CO-RE at all; arm64's
+        # reads one kernel field (kvm_vcpu.vcpu_id, in its kprobe)
+        assert relos > 200 if name == CORE_OBJECT else relos > 0 if arm64 else relos == 0
     # libbpf finds the same programs and maps by iterating the object
     with BpfObject(package_object(name), abi.OBJECT_NAME) as obj:
-        assert set(obj.programs) == set(_table(core))
-        assert set(obj.maps) == maps | {abi.OBJECT_NAME + ".rodata"}
+        assert set(obj.programs) == set(_table(name))
+        # arm64: vcpu_moves in .bss
+        assert set(obj.maps) == maps | {abi.OBJECT_NAME + ".rodata"} | ({abi.OBJECT_NAME + ".bss"} if arm64 else set())
         assert obj.value_size(abi.MAP_CACHE) == ct.sizeof(abi.kvmexit_cache)
         assert obj.key_size(abi.MAP_COUNTS) == ct.sizeof(abi.kvmexit_key)
         assert obj.key_size(abi.MAP_DETAILS) == ct.sizeof(abi.kvmexit_detail_key)
@@ -93,13 +106,15 @@ def _members(lib, btf, name):
     return lib.btf__resolve_size(btf, tid), out
 
 
-@pytest.mark.parametrize("name", [CORE_OBJECT, LEGACY_OBJECT])
+@pytest.mark.parametrize("name", [CORE_OBJECT, LEGACY_OBJECT, ARM64_OBJECT])
 def test_abi_matches_object_btf(name):
     lib = _libbpf.load()
     btf = lib.btf__parse(str(_elf(name)).encode(), None)
+    records = ("kvmexit_tp_exit_arm64",) if name == ARM64_OBJECT else ("kvmexit_tp_exit", "kvmexit_tp_pio",
+                                                                        "kvmexit_tp_msr")
     try:
         for cname in ("kvmexit_key", "kvmexit_cache", "kvmexit_gen", "kvmexit_pending", "kvmexit_lat",
-                      "kvmexit_detail_key", "kvmexit_tp_exit", "kvmexit_tp_pio", "kvmexit_tp_msr"):
+                      "kvmexit_detail_key") + records:
             ctype = getattr(abi, cname)
             size, members = _members(lib, btf, cname)
             assert size == ct.sizeof(ctype), cname

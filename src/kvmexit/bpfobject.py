@@ -145,13 +145,13 @@ class BpfObject:
         self._lib.bpf_object__load(self._obj())
 
     def attach(self, prog_name, kind, tp_name, category="kvm"):
-        """Attach one program: kind tp_btf, raw_tp or tracepoint.
+        """Attach one program: kind tp_btf, kprobe (where its section says), raw_tp or tracepoint.
 
         libbpf 0.8 - 1.0.x reports EOPNOTSUPP from generic attach on raw_tp
         (fixed by eb77c721): raw_tp and tracepoint use the explicit calls.
         """
         prog = self.programs[prog_name]
-        if kind == "tp_btf":
+        if kind in ("tp_btf", "kprobe"):
             ptr = self._lib.bpf_program__attach(prog)
         elif kind == "raw_tp":
             ptr = self._lib.bpf_program__attach_raw_tracepoint(prog, tp_name.encode())

@@ -89,10 +89,10 @@ def event_format(category, name):
                            "(modprobe kvm_intel or kvm_amd)" % (category, name)) from None
 
 
-def check_tp_layout(event, fields):
-    """True if the record has the offsets the tracepoint program reads
-    (struct kvmexit_tp_* of kvm_exit.h, mirrored in abi.py)."""
-    return all(fields.get(f) == want for f, want in TP_LAYOUT[event].items())
+def check_tp_layout(arch, event, fields):
+    """True if the record has the offsets the tracepoint program of arch
+    ("x86", "arm64") reads (struct kvmexit_tp_* of kvm_exit.h, mirrored in abi.py)."""
+    return all(fields.get(f) == want for f, want in TP_LAYOUT[(arch, event)].items())
 
 
 # -- kernel BTF -------------------------------------------------------------

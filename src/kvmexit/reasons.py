@@ -7,8 +7,8 @@ as bcc's kvmexit prints them; SVM exception intercepts use the kernel's own
 names ("PF excp").  tests/test_reasons.py checks these tables against the
 running kernel's kvm_exit print fmt.
 """
-from .abi import (KVMEXIT_ISA_MSR, KVMEXIT_ISA_PIO, KVMEXIT_ISA_SVM, KVMEXIT_ISA_VMX, KVMEXIT_KEY_NO_EXIT,
-                  KVMEXIT_KEY_NO_REASON)
+from .abi import (KVMEXIT_ARM64_EC_MASK, KVMEXIT_ARM64_TRAP, KVMEXIT_ISA_ARM64, KVMEXIT_ISA_MSR, KVMEXIT_ISA_PIO,
+                  KVMEXIT_ISA_SVM, KVMEXIT_ISA_VMX, KVMEXIT_KEY_NO_EXIT, KVMEXIT_KEY_NO_REASON)
 
 # Source: arch/x86/include/uapi/asm/vmx.h, VMX_EXIT_REASONS (Linux 6.18),
 # plus 6 OTHER_SMI (Intel SDM vol. 3C, appendix C) and 76 SEAMCALL (uapi, Oct 2025).
@@ -90,7 +90,38 @@ for _n in range(16):
     # CR0..CR15 write traps; the kernel's trace table names 0, 4 and 8
     SVM_REASONS[0x90 + _n] = ("CR%d_WRITE_TRAP" % _n, "write_cr%d_trap" % _n if _n in (0, 4, 8) else None)
 
-ISA_NAMES = {KVMEXIT_ISA_VMX: "vmx", KVMEXIT_ISA_SVM: "svm", KVMEXIT_ISA_PIO: "pio", KVMEXIT_ISA_MSR: "msr"}
+# arm64: kvm_exit's ret codes (arch/arm64/include/asm/kvm_asm.h, Linux 6.18), spelled as
+# perf kvm stat spells them (tools/perf/arch/arm64/util/arm64_exception_types.h); code 2
+# (TRAP) is never a reason of its own: traps are named by their exception class
+ARM64_CODES = {0: "IRQ", 1: "SERROR", 3: "ILLEGAL", 0xBADCA11: "HYP_GONE"}
+# exception classes, ESR_ELx_EC_* of arch/arm64/include/asm/esr.h (Linux 6.18), the
+# names perf kvm stat prints for a TRAP (its table lacks some of the newer ones)
+ARM64_EC = {
+    0x00: "UNKNOWN", 0x01: "WFx", 0x03: "CP15_32", 0x04: "CP15_64", 0x05: "CP14_MR", 0x06: "CP14_LS",
+    0x07: "FP_ASIMD", 0x08: "CP10_ID", 0x09: "PAC", 0x0A: "OTHER", 0x0C: "CP14_64", 0x0D: "BTI", 0x0E: "ILL",
+    0x11: "SVC32", 0x12: "HVC32", 0x13: "SMC32", 0x15: "SVC64", 0x16: "HVC64", 0x17: "SMC64", 0x18: "SYS64",
+    0x19: "SVE", 0x1A: "ERET", 0x1C: "FPAC", 0x1D: "SME", 0x1F: "IMP_DEF", 0x20: "IABT_LOW", 0x21: "IABT_CUR",
+    0x22: "PC_ALIGN", 0x24: "DABT_LOW", 0x25: "DABT_CUR", 0x26: "SP_ALIGN", 0x27: "MOPS", 0x28: "FP_EXC32",
+    0x2C: "FP_EXC64", 0x2D: "GCS", 0x2F: "SERROR", 0x30: "BREAKPT_LOW", 0x31: "BREAKPT_CUR",
+    0x32: "SOFTSTP_LOW", 0x33: "SOFTSTP_CUR", 0x34: "WATCHPT_LOW", 0x35: "WATCHPT_CUR", 0x38: "BKPT32",
+    0x3A: "VECTOR32", 0x3C: "BRK64",
+}
+
+ISA_NAMES = {KVMEXIT_ISA_VMX: "vmx", KVMEXIT_ISA_SVM: "svm", KVMEXIT_ISA_PIO: "pio", KVMEXIT_ISA_MSR: "msr",
+             KVMEXIT_ISA_ARM64: "arm64"}
+
+
+def arm64_reason(code, ec=0):
+    """The reason kvm_exit.bpf.c counts for a ret code and exception class (pure)."""
+    return KVMEXIT_ARM64_TRAP | ec & KVMEXIT_ARM64_EC_MASK if code == 2 else code
+
+
+def arm64_name(reason):
+    """DABT_LOW, SYS64, IRQ, EC(0x3b), UNKNOWN(7) ..."""
+    if reason & ~KVMEXIT_ARM64_EC_MASK == KVMEXIT_ARM64_TRAP:
+        ec = reason & KVMEXIT_ARM64_EC_MASK
+        return ARM64_EC.get(ec, "EC(0x%02x)" % ec)
+    return ARM64_CODES.get(reason, "UNKNOWN(%d)" % reason)
 
 
 def vmx_name(reason):
@@ -120,8 +151,8 @@ def decode(isa, reason, flags=0):
     """The display name of one exit reason.
 
     Args:
-        isa: KVMEXIT_ISA_VMX, _SVM, or the calibration hooks' _PIO (reason is
-            a port) and _MSR (reason is an MSR index).
+        isa: KVMEXIT_ISA_VMX, _SVM, _ARM64 (reason: arm64_reason()), or the
+            calibration hooks' _PIO (reason is a port) and _MSR (an MSR index).
         reason: the full 32-bit reason (VMX flag bits included).
         flags: kvmexit_key.flags.
     """
@@ -133,6 +164,8 @@ def decode(isa, reason, flags=0):
         return vmx_name(reason)
     if isa == KVMEXIT_ISA_SVM:
         return svm_name(reason)
+    if isa == KVMEXIT_ISA_ARM64:
+        return arm64_name(reason)
     if isa == KVMEXIT_ISA_PIO:
         return "PORT_0x%04x" % reason
     if isa == KVMEXIT_ISA_MSR:

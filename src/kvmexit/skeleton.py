@@ -5,24 +5,19 @@ it loads the object with exactly the programs asked for and the filter in
 live reads consistent, and closes it all on one path."""
 from dataclasses import dataclass
 
-from . import kernel, maps
+from . import arch as arches, kernel, maps
 from .abi import (KVMEXIT_MAX_TIDS, KVMEXIT_VCPU_ANY, MAP_CACHE, MAP_COUNTS, MAP_DETAILS, MAP_GENS, MAP_LAT,
-                  MAP_PENDING, OBJECT_NAME)
+                  MAP_PENDING, MAP_THREAD_VCPU, OBJECT_NAME)
 from .bpfobject import BpfObject, package_object
 from .counts import Snapshot
 from .errors import KvmexitError
 
-CORE_OBJECT = "kvm_exit.bpf.o"
-LEGACY_OBJECT = "kvm_exit_legacy.bpf.o"
+CORE_OBJECT = arches.X86.core_object
+LEGACY_OBJECT = arches.X86.legacy_object
 # copies of the caches tried before one of each CPU is of one owner; the
 # programs change owners in a few instructions, so a retry is rare and a
 # thousand of them is never seen
 CACHE_TRIES = 1000
-# --detail: KVM's events while it handles an exit -> the raw_tp program
-# counting each (in both objects)
-DETAIL_PROGRAMS = {"kvm_pio": "detail_kvm_pio", "kvm_msr": "detail_kvm_msr", "kvm_mmio": "detail_kvm_mmio",
-                   "kvm_fast_mmio": "detail_kvm_fast_mmio", "kvm_hypercall": "detail_kvm_hypercall",
-                   "kvm_userspace_exit": "detail_kvm_userspace_exit"}
 
 
 @dataclass(frozen=True)
@@ -52,18 +47,23 @@ class KvmExitObject:
         max_entries: capacity of the counts map (and of the latency maps).
         tp_has_vcpu_id: the kvm_exit record carries vcpu_id (tracepoint programs).
         btf_custom_path: BTF to relocate against instead of the kernel's (tests).
-        detail: also load DETAIL_PROGRAMS (--detail).
+        detail: also load the arch's detail_programs (--detail).
+        arch: arch.Arch whose object obj_file is; its vcpu_program is
+            loaded and attached with the exit program.
     """
 
     def __init__(self, obj_file, exit_prog, entry_prog=None, filt=Filter(), max_entries=16384,
-                 tp_has_vcpu_id=False, btf_custom_path=None, detail=False):
+                 tp_has_vcpu_id=False, btf_custom_path=None, detail=False, arch=arches.X86):
         self.exit_prog, self.entry_prog, self.max_entries = exit_prog, entry_prog, max_entries
-        self.detail = detail
+        self.detail, self.arch = detail, arch
+        self.detail_programs = arch.detail_programs if detail else {}
         self.absent = []         # --detail's tracepoints this kernel lacks
         self.obj = BpfObject(package_object(obj_file), OBJECT_NAME, btf_custom_path)
         try:
-            self.obj.load_only({exit_prog, entry_prog} - {None} | (set(DETAIL_PROGRAMS.values()) if detail else set()))
+            self.obj.load_only({exit_prog, entry_prog, arch.vcpu_program} - {None} | set(self.detail_programs.values()))
             self.obj.set_max_entries(MAP_COUNTS, max_entries)
+            if arch.vcpu_program:
+                self.obj.set_max_entries(MAP_THREAD_VCPU, max_entries)
             self.obj.set_max_entries(MAP_PENDING, max_entries if entry_prog or detail else 1)
             self.obj.set_max_entries(MAP_LAT, max_entries if entry_prog else 1)
             self.obj.set_max_entries(MAP_DETAILS, max_entries if detail else 1)
@@ -83,10 +83,13 @@ class KvmExitObject:
         then each detail program to its tracepoint (after the exit program:
         on a shared tracepoint the exit is recorded first); a tracepoint
         this kernel lacks goes to .absent."""
+        if self.arch.vcpu_program:
+            # first: a thread's vCPU is known from its next KVM_RUN on
+            self.obj.attach(self.arch.vcpu_program, "kprobe", None)
         self.obj.attach(self.exit_prog, kind, source)
         if self.entry_prog:
             self.obj.attach(self.entry_prog, kind, "kvm_entry")
-        for tp, prog in DETAIL_PROGRAMS.items() if self.detail else ():
+        for tp, prog in self.detail_programs.items():
             if not kernel.event_exists("kvm", tp):
                 self.absent.append(tp)
                 continue
@@ -146,7 +149,7 @@ class KvmExitObject:
         if self.detail:
             keys, values = maps.read_hash(self.obj.map_fd(MAP_DETAILS), 8, self.max_entries, maps.DETAIL_KEY.size)
             details = maps.detail_counts(keys, values)
-            details_skipped = sum(self.obj.prog_misses(p) for p in DETAIL_PROGRAMS.values())
+            details_skipped = sum(self.obj.prog_misses(p) for p in self.detail_programs.values())
         return Snapshot(totals, drops, lat, self.obj.prog_misses(self.exit_prog), entries_skipped, untimed,
                         details, undetailed, details_skipped)
 

@@ -10,11 +10,13 @@ Mode choice, from kernel BTF (README: "How the mode is chosen"):
     prototype unknown (kvm without module BTF)
                                  -> raw_tp (old prototype, legacy object) -> tracepoint
     no usable kernel BTF         -> raw_tp (legacy object) -> tracepoint (legacy)
+    arm64 (kernel BTF needed)    -> tp_btf -> raw_tp -> tracepoint, with the
+                                    kprobe that tells each thread's vCPU
 """
 import errno
 from dataclasses import dataclass
 
-from . import _libbpf, kernel
+from . import _libbpf, arch as arches, kernel
 from .abi import TP_VCPU_ID
 from .errors import KvmexitError, LibbpfError
 from .skeleton import CORE_OBJECT, LEGACY_OBJECT, Filter, KvmExitObject
@@ -22,13 +24,9 @@ from .skeleton import CORE_OBJECT, LEGACY_OBJECT, Filter, KvmExitObject
 MODES = ("auto", "tp_btf", "raw_tp", "tracepoint")
 DEFAULT_MAX_ENTRIES = 16384
 
-# (source, kind, prototype) -> program of kvm_exit.bpf.c
+# (source, kind, prototype) -> program of kvm_exit.bpf.c, on x86
 PROGRAMS = {
-    ("kvm_exit", "tp_btf", "new"): "handle_kvm_exit_btf",
-    ("kvm_exit", "raw_tp", "new"): "handle_kvm_exit_raw",
-    ("kvm_exit", "tp_btf", "old"): "handle_kvm_exit_btf_old",
-    ("kvm_exit", "raw_tp", "old"): "handle_kvm_exit_raw_old",
-    ("kvm_exit", "tracepoint", None): "handle_kvm_exit_tp",
+    **{("kvm_exit",) + k: prog for k, prog in arches.X86.exit_programs.items()},
     ("kvm_pio", "tp_btf", None): "handle_kvm_pio_btf",
     ("kvm_pio", "raw_tp", None): "handle_kvm_pio_raw",
     ("kvm_pio", "tracepoint", None): "handle_kvm_pio_tp",
@@ -68,7 +66,22 @@ class Attempt:
     kind: str     # tp_btf, raw_tp, tracepoint
 
 
-def plan(source, mode, kbtf, need_vcpu=False, tp_ok=True, tp_vcpu=True):
+def plan_arm64(source, mode, kbtf, tp_ok=True):
+    """plan() on arm64: one object, every mode knows vCPU ids (pure)."""
+    a = arches.ARM64
+    if source != "kvm_exit":
+        raise KvmexitError("%s is a calibration hook of x86 KVM; on arm64 kvmexit traces kvm_exit only" % source)
+    if not kbtf.available:
+        raise KvmexitError("kvmexit on arm64 needs kernel BTF (%s): a kernel built with CONFIG_DEBUG_INFO_BTF"
+                           % kbtf.error)
+    attempts = [Attempt(a.core_object, a.exit_programs[(k, None)], k) for k in ("tp_btf", "raw_tp", "tracepoint")
+                if (mode in ("auto", k)) and (k != "tracepoint" or tp_ok)]
+    if not attempts:
+        raise KvmexitError("no way to attach to %s in %s mode on this kernel; use --mode auto" % (source, mode))
+    return attempts, []
+
+
+def plan(source, mode, kbtf, need_vcpu=False, tp_ok=True, tp_vcpu=True, arch=arches.X86):
     """The attach attempts for a source, in order of preference (pure).
 
     Args:
@@ -78,9 +91,12 @@ def plan(source, mode, kbtf, need_vcpu=False, tp_ok=True, tp_vcpu=True):
         need_vcpu: a vCPU filter is set, so the program must know vcpu ids.
         tp_ok: the tracepoint record has the expected layout.
         tp_vcpu: the kvm_exit record carries vcpu_id.
+        arch: arch.Arch of the host.
     Returns:
         (attempts, notes): list of Attempt; notes for the user.
     """
+    if arch is arches.ARM64:
+        return plan_arm64(source, mode, kbtf, tp_ok)
     notes = []
     proto = kbtf.proto if source == "kvm_exit" else None
     tracepoint_vcpu = tp_vcpu or source != "kvm_exit"
@@ -144,6 +160,7 @@ class Tracer:
     def __init__(self, options=TraceOptions(), log=None, kbtf=None):
         self.options, self.log, self.kbtf = options, log, kbtf
         self.attached = None       # the Attempt that worked
+        self.arch = None           # arch.Arch of this host, once started
         self.object = None         # its KvmExitObject
         self.notes, self.failures = [], []
 
@@ -153,18 +170,21 @@ class Tracer:
         _libbpf.set_log_sink(self.log)
         if o.latency and o.source != "kvm_exit":
             raise KvmexitError("--latency times kvm_exit to kvm_entry; the calibration hooks have no entry")
+        arch = self.arch = arches.current()
+        if not arch.calibration and o.source != "kvm_exit":
+            plan(o.source, o.mode, kernel.KernelBtf(), arch=arch)      # says why not
         fields, _ = kernel.event_format("kvm", o.source)
-        tp_ok = kernel.check_tp_layout(o.source, fields)
+        tp_ok = kernel.check_tp_layout(arch.name, o.source, fields)
         tp_vcpu = fields.get("vcpu_id") == TP_VCPU_ID
         self.kbtf = kernel.probe_btf() if self.kbtf is None else self.kbtf
-        attempts, self.notes = plan(o.source, o.mode, self.kbtf, o.filt.vcpu is not None, tp_ok, tp_vcpu)
+        attempts, self.notes = plan(o.source, o.mode, self.kbtf, o.filt.vcpu is not None, tp_ok, tp_vcpu, arch)
         if any(a.kind == "tracepoint" for a in attempts):
             kernel.debugfs_for_old_libbpf(_libbpf.load().version)
         for a in attempts:
             obj = None
             try:
                 obj = KvmExitObject(a.obj, a.prog, ENTRY_PROGRAMS[a.kind] if o.latency else None, o.filt,
-                                    o.max_entries, tp_vcpu, detail=o.detail)
+                                    o.max_entries, tp_vcpu, detail=o.detail, arch=arch)
                 obj.attach(a.kind, o.source)
             except KvmexitError as e:
                 if obj is not None:
