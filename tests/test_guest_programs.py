@@ -49,3 +49,86 @@ def test_guest_says_why_dev_kvm_is_unusable(monkeypatch, capsys, exc, message):
         cli.main(["guest"])
     assert e.value.code == 1
     assert capsys.readouterr().err == "kvmexit guest: %s\n" % message
+
+
+# -- arm64 -------------------------------------------------------------------
+def test_arm64_program_parsing_and_expected_exits():
+    steps = guest.parse_program("mmio:0x10001000:10,mrs:5,hvc:5,wfi:3,sync", "arm64")
+    assert steps == [guest.Step("mmio", 10, 0x10001000), guest.Step("mrs", 5), guest.Step("hvc", 5),
+                     guest.Step("wfi", 3), guest.Step("sync", 1)]
+    assert guest.expected_exits(steps, "arm64") == {
+        ("mmio", 0x10001000): 10, ("mrs", 0): 5, ("hvc", 0): 5, ("wfi", 0): 3, ("mmio", guest.ARM64_SYNC): 1,
+        ("mmio", guest.ARM64_WFI_BEGIN): 1, ("mmio", guest.ARM64_WFI_END): 1, ("mmio", guest.ARM64_DONE): 1}
+    for bad in ("out:0x80:1", "mmio:1", "cpuid:3", "mmio:0x10000000000:1"):
+        with pytest.raises(ValueError, match="bad guest step"):
+            guest.parse_program(bad, "arm64")
+
+
+def _clang_a64(asm, tmp_path):
+    """clang's integrated assembler's bytes for AArch64 source (the reference)."""
+    import shutil
+    import subprocess
+    if not shutil.which("clang") or not shutil.which("llvm-objcopy"):
+        pytest.skip("clang and llvm-objcopy not found: apt-get install clang llvm (make test installs them)")
+    (tmp_path / "a.s").write_text(asm)
+    subprocess.run(["clang", "--target=aarch64-linux-gnu", "-c", str(tmp_path / "a.s"), "-o", str(tmp_path / "a.o")],
+                   check=True)
+    subprocess.run(["llvm-objcopy", "-O", "binary", "-j", ".text", str(tmp_path / "a.o"), str(tmp_path / "a.bin")],
+                   check=True)
+    return (tmp_path / "a.bin").read_bytes()
+
+
+def test_arm64_machine_code_is_what_an_assembler_makes(tmp_path):
+    """Every instruction the arm64 guest uses, against clang's assembler."""
+    steps = guest.parse_program("mmio:0x10002000:70000,mrs:5,hvc:2,wfi:3,sync", "arm64")
+    mine = guest.assemble_arm64(steps, 1)
+    asm = """
+        movz x0, #0x2000
+        movk x0, #0x1000, lsl #16
+        movz x1, #1
+        movz x19, #0xffff
+    1:  str w1, [x0]
+        subs x19, x19, #1
+        b.ne 1b
+        movz x19, #4465
+    2:  str w1, [x0]
+        subs x19, x19, #1
+        b.ne 2b
+        movz x19, #5
+    3:  mrs x3, ID_AA64PFR0_EL1
+        subs x19, x19, #1
+        b.ne 3b
+        movz x19, #2
+    4:  movz x0, #0
+        movk x0, #0x8400, lsl #16
+        hvc #0
+        subs x19, x19, #1
+        b.ne 4b
+        movz x0, #0xf60
+        movk x0, #0x1000, lsl #16
+        movz x1, #1
+        str w1, [x0]
+        movz x19, #3
+    5:  wfi
+        subs x19, x19, #1
+        b.ne 5b
+        movz x0, #0xf70
+        movk x0, #0x1000, lsl #16
+        str w1, [x0]
+        movz x0, #0xf50
+        movk x0, #0x1000, lsl #16
+        movz x1, #1
+        movz x19, #1
+    6:  str w1, [x0]
+        subs x19, x19, #1
+        b.ne 6b
+        movz x0, #0xf40
+        movk x0, #0x1000, lsl #16
+        movz x1, #1
+        movz x19, #1
+    7:  str w1, [x0]
+        subs x19, x19, #1
+        b.ne 7b
+        b .
+    """
+    assert mine == _clang_a64(asm, tmp_path)

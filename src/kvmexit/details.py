@@ -3,21 +3,26 @@
 data, like reasons.py), and its one-line label under an exit reason.
 
 Sources: include/uapi/linux/kvm.h (KVM_EXIT_*), kvm_para.h (KVM_HC_*),
+arm64: arch/arm64/include/asm/sysreg.h (system registers by Op0, Op1, CRn,
+CRm, Op2), include/linux/arm-smccc.h and uapi/linux/psci.h (SMCCC and PSCI
+function ids),
 arch/x86/include/asm/msr-index.h and asm/kvm_para.h / hyperv-tlfs.h
 (MSRs), the PC's fixed I/O ports (Intel ICH/PIIX datasheets; QEMU's
 hw/i386 for fw_cfg 0x510, the ACPI PM blocks at 0x600 (q35) and 0xb000
 (i440fx), and the debug port 0x402).
 """
 from .abi import (KVMEXIT_DETAIL_HYPERCALL, KVMEXIT_DETAIL_MMIO, KVMEXIT_DETAIL_MSR, KVMEXIT_DETAIL_PIO,
-                  KVMEXIT_DETAIL_USER, KVMEXIT_DIR_FAST_WRITE, KVMEXIT_DIR_NONE, KVMEXIT_DIR_READ,
-                  KVMEXIT_DIR_READ_USER, KVMEXIT_DIR_WRITE)
+                  KVMEXIT_DETAIL_SYSREG, KVMEXIT_DETAIL_USER, KVMEXIT_DETAIL_WFX, KVMEXIT_DIR_FAST_WRITE,
+                  KVMEXIT_DIR_NONE, KVMEXIT_DIR_READ, KVMEXIT_DIR_READ_USER, KVMEXIT_DIR_WRITE)
 
 KINDS = {KVMEXIT_DETAIL_PIO: "pio", KVMEXIT_DETAIL_MSR: "msr", KVMEXIT_DETAIL_MMIO: "mmio",
-         KVMEXIT_DETAIL_HYPERCALL: "hypercall", KVMEXIT_DETAIL_USER: "userspace"}
+         KVMEXIT_DETAIL_HYPERCALL: "hypercall", KVMEXIT_DETAIL_USER: "userspace",
+         KVMEXIT_DETAIL_SYSREG: "sysreg", KVMEXIT_DETAIL_WFX: "wfx"}
 # direction names per kind (JSON, CSV) and in labels
 DIRS = {
     KVMEXIT_DETAIL_PIO: {KVMEXIT_DIR_READ: "in", KVMEXIT_DIR_WRITE: "out"},
     KVMEXIT_DETAIL_MSR: {KVMEXIT_DIR_READ: "rdmsr", KVMEXIT_DIR_WRITE: "wrmsr"},
+    KVMEXIT_DETAIL_SYSREG: {KVMEXIT_DIR_READ: "mrs", KVMEXIT_DIR_WRITE: "msr"},
     KVMEXIT_DETAIL_MMIO: {KVMEXIT_DIR_READ: "read", KVMEXIT_DIR_WRITE: "write",
                           KVMEXIT_DIR_READ_USER: "read_user", KVMEXIT_DIR_FAST_WRITE: "fast_write"},
 }
@@ -72,6 +77,65 @@ MMIO_PAGES = {0xFEE00000: "LAPIC", 0xFEC00000: "IOAPIC", 0xFED00000: "HPET"}
 HYPERCALLS = {1: "KVM_HC_VAPIC_POLL_IRQ", 2: "KVM_HC_MMU_OP", 3: "KVM_HC_FEATURES", 5: "KVM_HC_KICK_CPU",
               9: "KVM_HC_CLOCK_PAIRING", 10: "KVM_HC_SEND_IPI", 11: "KVM_HC_SCHED_YIELD", 12: "KVM_HC_MAP_GPA_RANGE"}
 
+def sys_reg(op0, op1, crn, crm, op2):
+    """Linux's sys_reg(): the value of a KVMEXIT_DETAIL_SYSREG detail."""
+    return op0 << 19 | op1 << 16 | crn << 12 | crm << 8 | op2 << 5
+
+
+# arm64 system registers a guest's accesses trap on (ID registers, the VM
+# registers trapped while the guest's caches are off, PMU, timers, GICv3 CPU
+# interface, debug), by (Op0, Op1, CRn, CRm, Op2)
+SYSREGS = {sys_reg(*enc): n for enc, n in {
+    (3, 0, 0, 0, 0): "MIDR_EL1", (3, 0, 0, 0, 5): "MPIDR_EL1", (3, 0, 0, 0, 6): "REVIDR_EL1",
+    (3, 0, 0, 4, 0): "ID_AA64PFR0_EL1", (3, 0, 0, 4, 1): "ID_AA64PFR1_EL1", (3, 0, 0, 4, 2): "ID_AA64PFR2_EL1",
+    (3, 0, 0, 4, 4): "ID_AA64ZFR0_EL1", (3, 0, 0, 4, 5): "ID_AA64SMFR0_EL1",
+    (3, 0, 0, 5, 0): "ID_AA64DFR0_EL1", (3, 0, 0, 5, 1): "ID_AA64DFR1_EL1", (3, 0, 0, 5, 4): "ID_AA64AFR0_EL1",
+    (3, 0, 0, 6, 0): "ID_AA64ISAR0_EL1", (3, 0, 0, 6, 1): "ID_AA64ISAR1_EL1", (3, 0, 0, 6, 2): "ID_AA64ISAR2_EL1",
+    (3, 0, 0, 7, 0): "ID_AA64MMFR0_EL1", (3, 0, 0, 7, 1): "ID_AA64MMFR1_EL1", (3, 0, 0, 7, 2): "ID_AA64MMFR2_EL1",
+    (3, 0, 0, 7, 3): "ID_AA64MMFR3_EL1", (3, 1, 0, 0, 0): "CCSIDR_EL1", (3, 1, 0, 0, 1): "CLIDR_EL1",
+    (3, 2, 0, 0, 0): "CSSELR_EL1", (3, 3, 0, 0, 1): "CTR_EL0", (3, 3, 0, 0, 7): "DCZID_EL0",
+    (3, 0, 1, 0, 0): "SCTLR_EL1", (3, 0, 1, 0, 1): "ACTLR_EL1", (3, 0, 1, 0, 2): "CPACR_EL1",
+    (3, 0, 2, 0, 0): "TTBR0_EL1", (3, 0, 2, 0, 1): "TTBR1_EL1", (3, 0, 2, 0, 2): "TCR_EL1",
+    (3, 0, 5, 1, 0): "AFSR0_EL1", (3, 0, 5, 1, 1): "AFSR1_EL1", (3, 0, 5, 2, 0): "ESR_EL1",
+    (3, 0, 6, 0, 0): "FAR_EL1", (3, 0, 10, 2, 0): "MAIR_EL1", (3, 0, 10, 3, 0): "AMAIR_EL1",
+    (3, 0, 13, 0, 1): "CONTEXTIDR_EL1", (3, 0, 10, 4, 7): "LORID_EL1",
+    (1, 0, 7, 6, 2): "DC ISW", (1, 0, 7, 10, 2): "DC CSW", (1, 0, 7, 14, 2): "DC CISW",
+    (3, 3, 9, 12, 0): "PMCR_EL0", (3, 3, 9, 12, 1): "PMCNTENSET_EL0", (3, 3, 9, 12, 2): "PMCNTENCLR_EL0",
+    (3, 3, 9, 12, 3): "PMOVSCLR_EL0", (3, 3, 9, 12, 4): "PMSWINC_EL0", (3, 3, 9, 12, 5): "PMSELR_EL0",
+    (3, 3, 9, 12, 6): "PMCEID0_EL0", (3, 3, 9, 12, 7): "PMCEID1_EL0", (3, 3, 9, 13, 0): "PMCCNTR_EL0",
+    (3, 3, 9, 13, 1): "PMXEVTYPER_EL0", (3, 3, 9, 13, 2): "PMXEVCNTR_EL0", (3, 3, 9, 14, 0): "PMUSERENR_EL0",
+    (3, 0, 9, 14, 1): "PMINTENSET_EL1", (3, 0, 9, 14, 2): "PMINTENCLR_EL1", (3, 3, 9, 14, 3): "PMOVSSET_EL0",
+    (3, 3, 14, 15, 7): "PMCCFILTR_EL0",
+    (3, 3, 14, 0, 0): "CNTFRQ_EL0", (3, 3, 14, 0, 1): "CNTPCT_EL0", (3, 3, 14, 0, 2): "CNTVCT_EL0",
+    (3, 3, 14, 2, 0): "CNTP_TVAL_EL0", (3, 3, 14, 2, 1): "CNTP_CTL_EL0", (3, 3, 14, 2, 2): "CNTP_CVAL_EL0",
+    (3, 3, 14, 3, 0): "CNTV_TVAL_EL0", (3, 3, 14, 3, 1): "CNTV_CTL_EL0", (3, 3, 14, 3, 2): "CNTV_CVAL_EL0",
+    (3, 0, 14, 1, 0): "CNTKCTL_EL1",
+    (3, 0, 4, 6, 0): "ICC_PMR_EL1", (3, 0, 12, 11, 1): "ICC_DIR_EL1", (3, 0, 12, 11, 3): "ICC_RPR_EL1",
+    (3, 0, 12, 11, 5): "ICC_SGI1R_EL1", (3, 0, 12, 11, 6): "ICC_ASGI1R_EL1", (3, 0, 12, 11, 7): "ICC_SGI0R_EL1",
+    (3, 0, 12, 12, 0): "ICC_IAR1_EL1", (3, 0, 12, 12, 1): "ICC_EOIR1_EL1", (3, 0, 12, 12, 2): "ICC_HPPIR1_EL1",
+    (3, 0, 12, 12, 3): "ICC_BPR1_EL1", (3, 0, 12, 12, 4): "ICC_CTLR_EL1", (3, 0, 12, 12, 5): "ICC_SRE_EL1",
+    (3, 0, 12, 12, 7): "ICC_IGRPEN1_EL1",
+    (2, 0, 0, 2, 2): "MDSCR_EL1", (2, 0, 1, 0, 4): "OSLAR_EL1", (2, 0, 1, 1, 4): "OSLSR_EL1",
+    (2, 0, 1, 3, 4): "OSDLR_EL1", (2, 3, 0, 1, 0): "MDCCSR_EL0",
+}.items()}
+
+# SMCCC function ids (x0 of an hvc): the standard service calls (PSCI,
+# SMCCC's own, TRNG) and KVM's vendor-specific hypervisor service
+SMCCC = {
+    0x80000000: "SMCCC_VERSION", 0x80000001: "SMCCC_ARCH_FEATURES", 0x80000002: "SMCCC_ARCH_SOC_ID",
+    0x80008000: "SMCCC_ARCH_WORKAROUND_1", 0x80007FFF: "SMCCC_ARCH_WORKAROUND_2",
+    0x80003FFF: "SMCCC_ARCH_WORKAROUND_3",
+    0x84000000: "PSCI_VERSION", 0x84000001: "PSCI_CPU_SUSPEND", 0xC4000001: "PSCI_CPU_SUSPEND",
+    0x84000002: "PSCI_CPU_OFF", 0x84000003: "PSCI_CPU_ON", 0xC4000003: "PSCI_CPU_ON",
+    0x84000004: "PSCI_AFFINITY_INFO", 0xC4000004: "PSCI_AFFINITY_INFO", 0x84000005: "PSCI_MIGRATE",
+    0xC4000005: "PSCI_MIGRATE", 0x84000006: "PSCI_MIGRATE_INFO_TYPE", 0x84000008: "PSCI_SYSTEM_OFF",
+    0x84000009: "PSCI_SYSTEM_RESET", 0x8400000A: "PSCI_FEATURES", 0x8400000E: "PSCI_SYSTEM_SUSPEND",
+    0xC400000E: "PSCI_SYSTEM_SUSPEND", 0x84000012: "PSCI_SYSTEM_RESET2", 0xC4000012: "PSCI_SYSTEM_RESET2",
+    0x84000050: "TRNG_VERSION", 0x84000051: "TRNG_FEATURES", 0x84000052: "TRNG_GET_UUID",
+    0x84000053: "TRNG_RND32", 0xC4000053: "TRNG_RND64",
+    0x86000000: "KVM_FEATURES", 0x86000001: "KVM_PTP", 0x8600FF01: "KVM_VENDOR_HYP_CALL_UID",
+}
+
 KVM_EXITS = {
     0: "UNKNOWN", 1: "EXCEPTION", 2: "IO", 3: "HYPERCALL", 4: "DEBUG", 5: "HLT", 6: "MMIO",
     7: "IRQ_WINDOW_OPEN", 8: "SHUTDOWN", 9: "FAIL_ENTRY", 10: "INTR", 11: "SET_TPR", 12: "TPR_ACCESS",
@@ -94,9 +158,14 @@ def name(kind, value):
     if kind == KVMEXIT_DETAIL_MMIO:
         return MMIO_PAGES.get(value, "")
     if kind == KVMEXIT_DETAIL_HYPERCALL:
-        return HYPERCALLS.get(value, "")
+        return HYPERCALLS.get(value) or SMCCC.get(value, "")
     if kind == KVMEXIT_DETAIL_USER:
         return KVM_EXITS.get(value, "")
+    if kind == KVMEXIT_DETAIL_SYSREG:
+        return SYSREGS.get(value) or "S%d_%d_C%d_C%d_%d" % (value >> 19 & 3, value >> 16 & 7, value >> 12 & 0xF,
+                                                             value >> 8 & 0xF, value >> 5 & 7)
+    if kind == KVMEXIT_DETAIL_WFX:
+        return "WFE" if value else "WFI"
     return ""
 
 
@@ -109,7 +178,8 @@ def label(kind, d, value):
     """One detail as the table prints it under its exit reason:
     "out 0x0080 POST/delay", "wrmsr 0x6e0 IA32_TSC_DEADLINE",
     "mmio write 0xfee00000 LAPIC", "hypercall 5 KVM_HC_KICK_CPU",
-    "userspace IO" (the exit to the VMM that followed)."""
+    "userspace IO" (the exit to the VMM that followed); arm64:
+    "hvc 0x84000000 PSCI_VERSION", "mrs ID_AA64PFR0_EL1", "wfx WFI"."""
     n = name(kind, value)
     if kind == KVMEXIT_DETAIL_PIO:
         text = "%s 0x%04x" % (dir_name(kind, d), value)
@@ -118,9 +188,14 @@ def label(kind, d, value):
     elif kind == KVMEXIT_DETAIL_MMIO:
         text = "mmio %s 0x%x" % (dir_name(kind, d), value)
     elif kind == KVMEXIT_DETAIL_HYPERCALL:
-        text = "hypercall %d" % value
+        # arm64's SMCCC function ids have bit 31 set: in hex
+        text = "hypercall %d" % value if value < 1 << 31 else "hvc 0x%x" % value
     elif kind == KVMEXIT_DETAIL_USER:
         return "userspace %s" % (n or value)
+    elif kind == KVMEXIT_DETAIL_SYSREG:
+        return "%s %s" % (dir_name(kind, d), n)       # mrs ID_AA64PFR0_EL1, msr S3_0_C15_C2_0
+    elif kind == KVMEXIT_DETAIL_WFX:
+        return "wfx %s" % n
     else:
         text = "kind%d %d 0x%x" % (kind, d, value)
     return "%s %s" % (text, n) if n else text

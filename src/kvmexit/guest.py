@@ -1,18 +1,21 @@
 # SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 """A built-in KVM guest: pure Python over /dev/kvm, no QEMU.
 
-A VM with N vCPUs, each on its own thread, each running a real-mode program
-of exit-causing instructions with known counts.  Real mode runs under every
-KVM (VMX unrestricted guest, SVM, PVM's emulator).
+A VM with N vCPUs, each on its own thread, each running a program of
+exit-causing instructions with known counts: on x86 real-mode code (real
+mode runs under every KVM: VMX unrestricted guest, SVM, PVM's emulator), on
+arm64 EL1 code with the MMU off.
 
 Each vCPU's program is a list of steps (see Step); it always ends with one
-`out` to DONE_PORT, which ends the vCPU thread.  A SYNC step makes the vCPU
-thread wait in userspace for the caller (pacing, "attach while running").
+`out` to DONE_PORT (arm64: a store to ARM64_DONE), which ends the vCPU
+thread.  A SYNC step makes the vCPU thread wait in userspace for the caller
+(pacing, "attach while running").
 """
 import ctypes as ct
 import fcntl
 import mmap
 import os
+import signal
 import struct
 import threading
 from dataclasses import dataclass
@@ -35,7 +38,7 @@ KVM_SET_SREGS = 0x4138AE84
 KVM_EXIT_IO = 2
 KVM_EXIT_HLT = 5
 KVM_EXIT_NAMES = {0: "UNKNOWN", 1: "EXCEPTION", 2: "IO", 3: "HYPERCALL", 4: "DEBUG", 5: "HLT", 6: "MMIO",
-                  8: "SHUTDOWN", 9: "FAIL_ENTRY", 17: "INTERNAL_ERROR"}
+                  8: "SHUTDOWN", 9: "FAIL_ENTRY", 10: "INTR", 17: "INTERNAL_ERROR", 24: "SYSTEM_EVENT"}
 
 DONE_PORT = 0x0F4   # last exit of every vCPU program
 SYNC_PORT = 0x0F5   # the vCPU thread waits for the caller here
@@ -49,12 +52,40 @@ CODE_BASE = 0x1000
 CODE_STRIDE = 0x1000  # one page of code per vCPU
 
 
+# -- arm64 (include/uapi/linux/kvm.h, arch/arm64/include/uapi/asm/kvm.h) ------
+KVM_ARM_PREFERRED_TARGET = 0x8020AEAF   # _IOR(KVMIO, 0xaf, struct kvm_vcpu_init)
+KVM_ARM_VCPU_INIT = 0x4020AEAE          # _IOW(KVMIO, 0xae, struct kvm_vcpu_init)
+KVM_SET_ONE_REG = 0x4010AEAC            # _IOW(KVMIO, 0xac, struct kvm_one_reg)
+KVM_ARM_VCPU_PSCI_0_2 = 2               # feature bit: PSCI 0.2+ calls handled by KVM
+KVM_REG_PC = 0x6030000000100040         # KVM_REG_ARM64 | U64 | CORE | offsetof(kvm_regs, regs.pc) / 4
+KVM_EXIT_MMIO = 6
+KVM_EXIT_INTR = 10
+ARM64_RAM = 0x40000000                  # guest-physical base of the memslot
+# guest-physical addresses outside the memslot: stores there exit to userspace
+ARM64_DONE = 0x10000F40                 # the last exit of every vCPU program
+ARM64_SYNC = 0x10000F50                 # the vCPU thread waits for the caller here
+ARM64_MMIO = 0x10001000                 # the default address of an "mmio" step
+# a "wfi" step is bracketed by stores here: between them the vCPU thread is
+# woken from each wfi (KVM blocks it until a signal or an interrupt)
+ARM64_WFI_BEGIN = 0x10000F60
+ARM64_WFI_END = 0x10000F70
+WFI_KICK_S = 0.001                      # how often a vCPU in a wfi step is signalled
+PSCI_VERSION = 0x84000000               # what each hvc asks (handled in the kernel)
+ID_AA64PFR0_EL1 = (3, 0, 0, 4, 0)       # what each mrs reads (Op0, Op1, CRn, CRm, Op2; trapped: HCR_EL2.TID3)
+
+# the steps each architecture's guest runs, and what "sync" is there
+KINDS = {"x86": ("out", "rdmsr", "wrmsr", "cpuid", "hlt", "sync"), "arm64": ("mmio", "mrs", "hvc", "wfi", "sync")}
+
+
 @dataclass(frozen=True)
 class Step:
     """One block of a vCPU program.
 
-    kind: "out" (port given), "rdmsr", "wrmsr", "cpuid", "hlt" or "sync".
+    kind: x86: "out" (port given), "rdmsr", "wrmsr", "cpuid", "hlt";
+        arm64: "mmio" (a 32-bit store, address given as port), "mrs"
+        (ID_AA64PFR0_EL1), "hvc" (PSCI_VERSION), "wfi"; both: "sync".
     count: how many times the instruction runs (exits it causes).
+    port: the I/O port of "out", the guest-physical address of "mmio".
     """
     kind: str
     count: int = 1
@@ -111,37 +142,118 @@ def assemble(steps, vcpu_id):
     return bytes(code)
 
 
-def parse_program(spec):
-    """Steps from "out:0x80:1000,cpuid:23,hlt:5,sync" (kind[:port]:count, pure)."""
+def parse_program(spec, arch="x86"):
+    """Steps from "out:0x80:1000,cpuid:23,hlt:5,sync" (x86) or
+    "mmio:0x10001000:10,mrs:5,hvc:5,wfi:3,sync" (arm64): kind[:port]:count (pure)."""
     steps = []
+    addressed = {"x86": "out", "arm64": "mmio"}[arch]
+    plain = [k for k in KINDS[arch] if k != addressed]
     for item in filter(None, spec.split(",")):
         parts = item.split(":")
         try:
-            if parts[0] == "out" and len(parts) == 3:
-                steps.append(Step("out", int(parts[2], 0), int(parts[1], 0)))
-            elif parts[0] in ("rdmsr", "wrmsr", "cpuid", "hlt", "sync") and len(parts) <= 2:
+            if parts[0] == addressed and len(parts) == 3:
+                steps.append(Step(addressed, int(parts[2], 0), int(parts[1], 0)))
+            elif parts[0] in plain and len(parts) <= 2:
                 steps.append(Step(parts[0], int(parts[1], 0) if len(parts) == 2 else 1))
             else:
                 raise ValueError
         except ValueError:
-            raise ValueError("bad guest step %r: use out:PORT:COUNT, rdmsr:N, wrmsr:N, cpuid:N, hlt:N "
-                             "or sync" % item) from None
-        if not 0 <= steps[-1].count <= 1 << 31 or not 0 <= steps[-1].port <= 0xFFFF:
-            raise ValueError("bad guest step %r: count or port out of range" % item)
+            raise ValueError("bad guest step %r: use %s:%s:COUNT, %s or sync" % (
+                item, addressed, "PORT" if arch == "x86" else "ADDRESS",
+                ", ".join("%s:N" % k for k in plain if k != "sync"))) from None
+        limit = 0xFFFF if arch == "x86" else (1 << 40) - 1
+        if not 0 <= steps[-1].count <= 1 << 31 or not 0 <= steps[-1].port <= limit:
+            raise ValueError("bad guest step %r: count or %s out of range"
+                             % (item, "port" if arch == "x86" else "address"))
     return steps
 
 
-def expected_exits(steps):
-    """{(kind, port): exits} a program causes, DONE_PORT included (pure)."""
+def expected_exits(steps, arch="x86"):
+    """{(kind, port): exits} a program causes, its last exit (DONE_PORT,
+    ARM64_DONE) included (pure).  Syncs are outs (x86) or mmio stores (arm64)."""
     exp = {}
-    for s in list(steps) + [Step("out", 1, DONE_PORT)]:
+    addressed, done, sync = ("out", DONE_PORT, SYNC_PORT) if arch == "x86" else ("mmio", ARM64_DONE, ARM64_SYNC)
+    for s in list(steps) + [Step(addressed, 1, done)]:
         if s.count <= 0:
             continue
-        key = ("out", SYNC_PORT if s.kind == "sync" else s.port) if s.kind in ("out", "sync") else (s.kind, 0)
+        key = (addressed, sync if s.kind == "sync" else s.port) if s.kind in (addressed, "sync") else (s.kind, 0)
         exp[key] = exp.get(key, 0) + s.count
         if s.kind == "wrmsr":
             exp[("rdmsr", 0)] = exp.get(("rdmsr", 0), 0) + 1
+        if s.kind == "wfi":
+            for mark in (ARM64_WFI_BEGIN, ARM64_WFI_END):
+                exp[("mmio", mark)] = exp.get(("mmio", mark), 0) + 1
     return exp
+
+
+# -- arm64 machine code -----------------------------------------------------
+def _a64_mov(rd, imm):
+    """movz/movk: a 64-bit constant into xRd (pure, instruction words)."""
+    words = [0xD2800000 | (imm & 0xFFFF) << 5 | rd]                  # movz xd, #imm16
+    for hw in (1, 2, 3):
+        part = imm >> 16 * hw & 0xFFFF
+        if part:
+            words.append(0xF2800000 | hw << 21 | part << 5 | rd)       # movk xd, #part, lsl #16*hw
+    return words
+
+
+def _a64_mrs(rt, op0, op1, crn, crm, op2):
+    return 0xD5300000 | (op0 - 2) << 19 | op1 << 16 | crn << 12 | crm << 8 | op2 << 5 | rt
+
+
+A64_STR_W1_X0 = 0xB9000001     # str w1, [x0]: a 32-bit store the ESR describes (ISV), so KVM hands it over
+A64_HVC_0 = 0xD4000002         # hvc #0
+A64_WFI = 0xD503207F
+A64_SUBS_X19 = 0xF1000673      # subs x19, x19, #1: KVM's SMCCC handling writes x0-x3, never x19
+A64_B_SELF = 0x14000000        # b .
+
+
+def assemble_arm64(steps, vcpu_id):
+    """EL1 machine code (MMU off) for one vCPU program (pure).
+
+    Each counted block loops on x19: `mov x19, n; L: <insn>; subs x19, x19,
+    #1; b.ne L`.  Stores write the vCPU id (w1), so kvm_mmio's value names
+    the vCPU as `out` does on x86.  A wfi block is bracketed by stores to
+    ARM64_WFI_BEGIN and ARM64_WFI_END: in between, Guest signals the vCPU
+    thread every WFI_KICK_S, which ends the wait KVM puts each wfi in.
+    """
+    words = []
+
+    def loop(body, n):
+        while n > 0:
+            chunk = min(n, 0xFFFF)
+            words.extend(_a64_mov(19, chunk))
+            start = len(words)
+            words.extend(body)
+            words.append(A64_SUBS_X19)
+            words.append(0x54000001 | ((start - len(words)) & 0x7FFFF) << 5)   # b.ne start
+            n -= chunk
+
+    for s in list(steps) + [Step("mmio", 1, ARM64_DONE)]:
+        if s.count <= 0:
+            continue
+        if s.kind in ("mmio", "sync"):
+            words.extend(_a64_mov(0, ARM64_SYNC if s.kind == "sync" else s.port) + _a64_mov(1, vcpu_id))
+            loop([A64_STR_W1_X0], s.count)
+        elif s.kind == "mrs":
+            loop([_a64_mrs(3, *ID_AA64PFR0_EL1)], s.count)
+        elif s.kind == "hvc":
+            loop(_a64_mov(0, PSCI_VERSION) + [A64_HVC_0], s.count)
+        elif s.kind == "wfi":
+            words.extend(_a64_mov(0, ARM64_WFI_BEGIN) + _a64_mov(1, vcpu_id) + [A64_STR_W1_X0])
+            loop([A64_WFI], s.count)
+            words.extend(_a64_mov(0, ARM64_WFI_END) + [A64_STR_W1_X0])
+        else:
+            raise ValueError("unknown step kind %r" % s.kind)
+    words.append(A64_B_SELF)                                              # not reached
+    code = struct.pack("<%dI" % len(words), *words)
+    if len(code) > CODE_STRIDE:
+        raise ValueError("program too long (%d bytes of code, at most %d)" % (len(code), CODE_STRIDE))
+    return code
+
+
+def _host_arch():
+    return "arm64" if os.uname().machine in ("aarch64", "arm64") else "x86"
 
 
 def _open_kvm():
@@ -171,7 +283,8 @@ class Guest:
             each run of the program: True runs it again on the same thread.
     """
 
-    def __init__(self, programs, sync=None, affinity=None, repeat=None):
+    def __init__(self, programs, sync=None, affinity=None, repeat=None, arch=None):
+        self.arch = arch or _host_arch()
         self.programs = [list(p) for p in programs]
         self.sync = sync
         self.affinity = affinity
@@ -181,17 +294,27 @@ class Guest:
         self.errors = []
         self._threads = []
         self._ready = threading.Barrier(len(programs) + 1)
+        self._waking = {}                 # arm64: vCPU -> thread ident, while it runs a wfi step
+        self._wake_cond = threading.Condition()
+        if self.arch == "arm64" and any(st.kind == "wfi" for p in self.programs for st in p):
+            # a handler, so that the signal ends KVM_RUN's wait (EINTR) and nothing else
+            signal.signal(signal.SIGUSR1, lambda *_: None)
+            threading.Thread(target=self._waker, name="wfi waker", daemon=True).start()
         self._kvm = _open_kvm()
         try:
             self._vm = fcntl.ioctl(self._kvm, KVM_CREATE_VM, 0)
             self._mem = mmap.mmap(-1, MEM_SIZE, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
             addr = ct.addressof(ct.c_char.from_buffer(self._mem))
-            region = struct.pack("<IIQQQ", 0, 0, 0, MEM_SIZE, addr)
+            region = struct.pack("<IIQQQ", 0, 0, self._ram_base, MEM_SIZE, addr)
             fcntl.ioctl(self._vm, KVM_SET_USER_MEMORY_REGION, region)
             self._run_size = fcntl.ioctl(self._kvm, KVM_GET_VCPU_MMAP_SIZE)
+            if self.arch == "arm64":
+                self._vcpu_init = bytearray(32)               # struct kvm_vcpu_init
+                fcntl.ioctl(self._vm, KVM_ARM_PREFERRED_TARGET, self._vcpu_init)
+                struct.pack_into("<I", self._vcpu_init, 4, 1 << KVM_ARM_VCPU_PSCI_0_2)
             for i, prog in enumerate(self.programs):
                 try:
-                    code = assemble(prog, i)
+                    code = (assemble_arm64 if self.arch == "arm64" else assemble)(prog, i)
                 except ValueError as e:
                     raise KvmexitError("vCPU %d: %s; give smaller counts (--seconds repeats a program)"
                                        % (i, e)) from None
@@ -211,6 +334,34 @@ class Guest:
     def pid(self):
         return os.getpid()
 
+    @property
+    def _ram_base(self):
+        return ARM64_RAM if self.arch == "arm64" else 0
+
+    def _setup_x86(self, vcpu, i):
+        """Real mode at the vCPU's code; returns what restarts the program."""
+        sregs = bytearray(312)
+        fcntl.ioctl(vcpu, KVM_GET_SREGS, sregs)
+        struct.pack_into("<QIH", sregs, 0, 0, 0xFFFF, 0)  # cs: base 0, limit 64K, selector 0
+        fcntl.ioctl(vcpu, KVM_SET_SREGS, bytes(sregs))
+        regs = bytearray(144)
+        struct.pack_into("<QQ", regs, 128, CODE_BASE + i * CODE_STRIDE, 0x2)  # rip, rflags
+        fcntl.ioctl(vcpu, KVM_SET_REGS, bytes(regs))
+        return lambda: fcntl.ioctl(vcpu, KVM_SET_REGS, bytes(regs))
+
+    def _setup_arm64(self, vcpu, i):
+        """EL1h with DAIF masked (KVM_ARM_VCPU_INIT's reset state), PC at the
+        vCPU's code.  No interrupt is ever pending: each wfi traps (an
+        interrupt pending, even masked, makes wfi complete without a trap)."""
+        fcntl.ioctl(vcpu, KVM_ARM_VCPU_INIT, bytes(self._vcpu_init))
+        pc = ct.c_uint64(ARM64_RAM + CODE_BASE + i * CODE_STRIDE)
+        one_reg = struct.pack("<QQ", KVM_REG_PC, ct.addressof(pc))
+
+        def restart():
+            fcntl.ioctl(vcpu, KVM_SET_ONE_REG, one_reg)
+        restart()
+        return restart
+
     def _vcpu_thread(self, i):
         self.tids[i] = threading.get_native_id()
         # QEMU's vCPU thread name, so thread-name views look as on a real host
@@ -220,13 +371,7 @@ class Guest:
             try:
                 vcpu = fcntl.ioctl(self._vm, KVM_CREATE_VCPU, i)
                 run = mmap.mmap(vcpu, self._run_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-                sregs = bytearray(312)
-                fcntl.ioctl(vcpu, KVM_GET_SREGS, sregs)
-                struct.pack_into("<QIH", sregs, 0, 0, 0xFFFF, 0)  # cs: base 0, limit 64K, selector 0
-                fcntl.ioctl(vcpu, KVM_SET_SREGS, bytes(sregs))
-                regs = bytearray(144)
-                struct.pack_into("<QQ", regs, 128, CODE_BASE + i * CODE_STRIDE, 0x2)  # rip, rflags
-                fcntl.ioctl(vcpu, KVM_SET_REGS, bytes(regs))
+                restart = (self._setup_arm64 if self.arch == "arm64" else self._setup_x86)(vcpu, i)
             except OSError as e:
                 self.errors.append("vCPU %d: setup failed: %s" % (i, e))
                 self._ready.abort()
@@ -235,41 +380,71 @@ class Guest:
                 self._ready.wait()
             except threading.BrokenBarrierError:
                 return
-            self._run(i, vcpu, run, regs)
+            self._run(i, vcpu, run, restart)
         finally:
             if run is not None:
                 run.close()
             if vcpu is not None:
                 os.close(vcpu)
 
-    def _run(self, i, vcpu, run, regs):
+    def _run(self, i, vcpu, run, restart):
         """KVM_RUN until the program's done port (and no repeat asked)."""
         nsync = exits = 0
+        # the exit that carries a port or address, where that is, and the done/sync values
+        io, fmt, off, done, sync = ((KVM_EXIT_MMIO, "<Q", 32, ARM64_DONE, ARM64_SYNC) if self.arch == "arm64"
+                                    else (KVM_EXIT_IO, "<H", 34, DONE_PORT, SYNC_PORT))
         try:
             while True:
                 if self.affinity is not None:
                     cpus = self.affinity(i, exits)
                     if cpus:
                         os.sched_setaffinity(0, cpus)
-                fcntl.ioctl(vcpu, KVM_RUN, 0)
+                try:
+                    fcntl.ioctl(vcpu, KVM_RUN, 0)
+                except InterruptedError:       # arm64's wfi wake-up, where Python does not retry
+                    continue
                 exits += 1
                 reason = struct.unpack_from("<I", run, 8)[0]
-                if reason == KVM_EXIT_IO:
-                    port = struct.unpack_from("<H", run, 34)[0]
-                    if port == DONE_PORT:
+                if reason == io:
+                    where = struct.unpack_from(fmt, run, off)[0]
+                    if where in (ARM64_WFI_BEGIN, ARM64_WFI_END) and self.arch == "arm64":
+                        with self._wake_cond:
+                            if where == ARM64_WFI_BEGIN:
+                                self._waking[i] = threading.get_ident()
+                            else:
+                                self._waking.pop(i, None)
+                            self._wake_cond.notify_all()
+                    if where == done:
                         self.rounds[i] += 1
                         if self.repeat is None or not self.repeat(i, self.rounds[i]):
                             return
-                        fcntl.ioctl(vcpu, KVM_SET_REGS, bytes(regs))  # from the top
-                    if port == SYNC_PORT and self.sync is not None:
+                        restart()                                   # from the top
+                    if where == sync and self.sync is not None:
                         self.sync(i, nsync)
                         nsync += 1
-                elif reason != KVM_EXIT_HLT:
+                elif reason == KVM_EXIT_INTR and self.arch == "arm64":
+                    pass                       # a wake-up signal ended KVM_RUN
+                elif reason != KVM_EXIT_HLT or self.arch != "x86":
                     self.errors.append("vCPU %d: unexpected KVM exit %s"
                                        % (i, KVM_EXIT_NAMES.get(reason, reason)))
                     return
         except OSError as e:
             self.errors.append("vCPU %d: KVM_RUN failed: %s" % (i, e))
+
+    def _waker(self):
+        """arm64: signal each vCPU thread inside a wfi step every WFI_KICK_S;
+        sleep on the condition while none is."""
+        with self._wake_cond:
+            while True:
+                if self._waking:
+                    self._wake_cond.wait(WFI_KICK_S)
+                else:
+                    self._wake_cond.wait()
+                for ident in list(self._waking.values()):
+                    try:
+                        signal.pthread_kill(ident, signal.SIGUSR1)
+                    except ProcessLookupError:
+                        pass
 
     def start(self):
         """Create the vCPUs, each on its own thread; return once all are ready to run."""

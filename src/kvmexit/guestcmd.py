@@ -14,6 +14,7 @@ import time
 
 import click
 
+from . import arch
 from .guest import Guest, parse_program
 from .selftest import migrate_every, workload
 
@@ -23,7 +24,7 @@ class Program(click.ParamType):
 
     def convert(self, value, param, ctx):
         try:
-            return parse_program(value)
+            return parse_program(value, arch.current().name)
         except ValueError as e:
             self.fail(str(e), param, ctx)
 
@@ -32,7 +33,8 @@ class Program(click.ParamType):
 @click.option("--vcpus", type=click.IntRange(1, 15), default=2, show_default=True,
               help="vCPUs when no --program is given (the selftest workload)")
 @click.option("--program", "programs", type=Program(), multiple=True,
-              help="one vCPU's steps, e.g. 'out:0x80:1000,cpuid:23,hlt:5,sync'; repeat per vCPU")
+              help="one vCPU's steps, e.g. 'out:0x80:1000,cpuid:23,hlt:5,sync' (x86) or "
+                   "'mmio:0x10001000:1000,mrs:23,hvc:5,wfi:3,sync' (arm64); repeat per vCPU")
 @click.option("--seconds", type=click.FloatRange(min=0), default=None,
               help="run the programs again and again for this long (default: once)")
 @click.option("--wait", is_flag=True,
@@ -43,7 +45,7 @@ class Program(click.ParamType):
               help="a VM name, read back from the command line as QEMU's -name guest=NAME or Firecracker's --id ID")
 def guest(vcpus, programs, seconds, wait, migrate, vm_name):
     """Run the built-in KVM guest (needs /dev/kvm)."""
-    programs = list(programs) or workload(vcpus)
+    programs = list(programs) or workload(vcpus, arch.current().name)
     deadline = None if seconds is None else time.monotonic() + seconds
     repeat = None if deadline is None else (lambda vcpu, rounds: time.monotonic() < deadline)
     ncpu = len(os.sched_getaffinity(0))
