@@ -11,12 +11,12 @@ import tempfile
 from pathlib import Path
 
 from . import fetch, inside, matrix
-from .manifest import SERIES
+from .manifest import ALL_SERIES
 
 
 def _boot(name, scenarios, workdir):
     m = matrix.MACHINES[name]
-    return matrix.run(m, fetch.fetch(SERIES[m.series]), workdir, scenarios)
+    return matrix.run(m, fetch.fetch(ALL_SERIES[m.series]), workdir, scenarios)
 
 
 def demo(name):

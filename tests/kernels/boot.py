@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import image
+from .userland import BIN as ARM64_BIN
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO / ".venv" / "bin"
@@ -51,9 +52,35 @@ def _result(out, serial, seconds, what):
     return Boot(int(rc.read_text().strip() or -1), seconds, log, out)
 
 
-def _cmdline(root, run):
-    return ("console=ttyS0 quiet loglevel=4 panic=-1 kvmexit.root=%s kvmexit.run=%s kvmexit.path=%s kvmexit.repo=%s"
-            % (root, run, VENV_BIN, REPO))
+def _cmdline(root, run, path=VENV_BIN, console="ttyS0"):
+    return ("console=%s quiet loglevel=4 panic=-1 kvmexit.root=%s kvmexit.run=%s kvmexit.path=%s kvmexit.repo=%s"
+            % (console, root, run, path, REPO))
+
+
+def _share(tag, path, ro):
+    """A virtio-9p share of path under mount tag."""
+    return ["-fsdev", "local,id=%s,path=%s,security_model=none,multidevs=remap%s" % (tag, path, ",readonly=on" if ro else ""),
+            "-device", "virtio-9p-pci,fsdev=%s,mount_tag=%s" % (tag, tag)]
+
+
+def _qemu_run(cmd, kernel, out, serial, workdir, timeout, what):
+    errors = workdir / "qemu.log"
+    with open(errors, "wb") as err:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+        seconds = _wait(proc, serial, timeout, "%s (%s)" % (what, kernel.release))
+    if proc.returncode and not (out / "rc").exists():
+        raise BootError("%s failed (%d): %s" % (cmd[0], proc.returncode, errors.read_text()[-800:]))
+    return _result(out, serial, seconds, "%s (%s)" % (what, kernel.release))
+
+
+def _prepare(workdir, script):
+    out = workdir / "out"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    (out / "run.sh").write_text(script)
+    serial = workdir / "serial.log"
+    serial.unlink(missing_ok=True)
+    return out, serial
 
 
 def qemu(kernel, script, workdir, timeout=600, cpus=2, mem_mb=2048):
@@ -62,17 +89,8 @@ def qemu(kernel, script, workdir, timeout=600, cpus=2, mem_mb=2048):
     This machine's root is the machine's root, read-only over virtio-9p (the
     venv runs as is); script and its output live in workdir/out, /mnt inside.
     """
-    out = workdir / "out"
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
-    (out / "run.sh").write_text(script)
+    out, serial = _prepare(workdir, script)
     initrd = image.initramfs(kernel, ("virtio_pci", "9pnet_virtio", "9p", "kvm_amd"), workdir / "initrd.gz")
-    serial = workdir / "serial.log"
-    serial.unlink(missing_ok=True)
-
-    def share(tag, path, ro):
-        return ["-fsdev", "local,id=%s,path=%s,security_model=none,multidevs=remap%s" % (tag, path, ",readonly=on" if ro else ""),
-                "-device", "virtio-9p-pci,fsdev=%s,mount_tag=%s" % (tag, tag)]
     # one TCG thread for both vCPUs: with thread=multi, Debian 7.3 died at
     # boot, once in four, of "Oops: int3" in __schedule (a static key being
     # patched while the other vCPU ran it); one thread costs no time here
@@ -82,14 +100,31 @@ def qemu(kernel, script, workdir, timeout=600, cpus=2, mem_mb=2048):
            # Debian 5.10 deems TCG's TSC unstable and reads the clock from the
            # emulated HPET: python3 -c pass then takes 5 s instead of 0.2
            "-append", _cmdline("9p", "/mnt/run.sh") + " tsc=reliable clocksource=tsc"]
-    cmd += share("hostroot", "/", True) + share("out", out, False) + share("repo", REPO, True)
-    errors = workdir / "qemu.log"
-    with open(errors, "wb") as err:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
-        seconds = _wait(proc, serial, timeout, "QEMU (%s)" % kernel.release)
-    if proc.returncode and not (out / "rc").exists():
-        raise BootError("qemu-system-x86_64 failed (%d): %s" % (proc.returncode, errors.read_text()[-800:]))
-    return _result(out, serial, seconds, "QEMU (%s)" % kernel.release)
+    cmd += _share("hostroot", "/", True) + _share("out", out, False) + _share("repo", REPO, True)
+    return _qemu_run(cmd, kernel, out, serial, workdir, timeout, "QEMU")
+
+
+def qemu_arm64(kernel, script, workdir, root, timeout=600, cpus=2, mem_mb=2048, nvhe=False):
+    """Boot an arm64 kernel under qemu-system-aarch64 TCG with EL2 (KVM in
+    VHE mode, or nVHE) and run script.
+
+    root: the arm64 userspace tree (userland.arm64_root), read-only over
+    9p; the checkout at its own path; script and its output in workdir/out,
+    /mnt inside.
+    """
+    out, serial = _prepare(workdir, script)
+    # the checkout's mount point, where the machine's read-only root has no tmpfs (as /tmp or /root)
+    (root / REPO.relative_to("/")).mkdir(parents=True, exist_ok=True)
+    initrd = image.initramfs(kernel, ("virtio_pci", "9pnet_virtio", "9p"), workdir / "initrd.gz",
+                             busybox=root / "bin" / "busybox")
+    # one TCG thread for both vCPUs, as on x86; pauth-impdef: QEMU's fast pointer authentication
+    cmd = ["qemu-system-aarch64", "-M", "virt,virtualization=on,gic-version=3", "-cpu", "max,pauth-impdef=on",
+           "-accel", "tcg,thread=single", "-smp", str(cpus), "-m", str(mem_mb), "-display", "none",
+           "-monitor", "none", "-nic", "none", "-no-reboot", "-serial", "file:%s" % serial,
+           "-kernel", str(kernel.vmlinuz), "-initrd", str(initrd),
+           "-append", _cmdline("9p", "/mnt/run.sh", ARM64_BIN, "ttyAMA0") + (" kvm-arm.mode=nvhe" if nvhe else "")]
+    cmd += _share("hostroot", root, True) + _share("out", out, False) + _share("repo", REPO, True)
+    return _qemu_run(cmd, kernel, out, serial, workdir, timeout, "QEMU arm64")
 
 
 BOCHSRC = """\

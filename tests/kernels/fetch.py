@@ -44,6 +44,7 @@ class Series:
     suite: str
     image: str
     modules: str = None
+    arch: str = "amd64"         # Debian's name of the architecture
 
     @property
     def archive(self):
@@ -127,19 +128,22 @@ def version_cmp(a, b):
 class Apt:
     """apt-get with its own sources, lists and cache (nothing of the host's apt is touched)."""
 
-    def __init__(self, suite, archive, root):
+    def __init__(self, suite, archive, root, arch="amd64"):
         self.root = root
         (root / "lists" / "partial").mkdir(parents=True, exist_ok=True)
         (root / "archives" / "partial").mkdir(parents=True, exist_ok=True)
         (root / "sources.list").write_text("deb [signed-by=%s] %s/%s %s main\n" % (KEYRING, MIRROR, archive, suite))
+        # nothing installed, as far as this apt knows: install -d resolves every dependency
+        (root / "status").touch()
         self.opts = ["-o", "Dir::Etc::sourcelist=%s" % (root / "sources.list"), "-o", "Dir::Etc::sourceparts=-",
                      "-o", "Dir::State::Lists=%s" % (root / "lists"), "-o", "Dir::Cache=%s" % root,
+                     "-o", "Dir::State::status=%s" % (root / "status"),
                      "-o", "Dir::Cache::pkgcache=", "-o", "Dir::Cache::srcpkgcache=",
-                     "-o", "APT::Architecture=amd64", "-o", "APT::Architectures=amd64",
-                     "-o", "Debug::NoLocking=1", "-qq"]
+                     "-o", "APT::Architecture=%s" % arch, "-o", "APT::Architectures=%s" % arch,
+                     "-o", "Debug::NoLocking=1"]
 
-    def run(self, *args, cwd=None):
-        r = subprocess.run(["apt-get", *self.opts, *args], cwd=cwd, capture_output=True, text=True)
+    def run(self, *args, cwd=None, quiet="-qq"):
+        r = subprocess.run(["apt-get", *self.opts, quiet, *args], cwd=cwd, capture_output=True, text=True)
         if r.returncode:
             raise RuntimeError("apt-get %s failed: %s" % (" ".join(args), (r.stderr or r.stdout).strip()[-800:]))
         return r.stdout
@@ -237,7 +241,8 @@ def _unpack(release, debs, dest, log):
 
 
 def _apt(series):
-    return Apt(series.suite, series.archive, cache_dir() / "apt" / series.suite)
+    sub = series.suite if series.arch == "amd64" else "%s-%s" % (series.suite, series.arch)
+    return Apt(series.suite, series.archive, cache_dir() / "apt" / sub, series.arch)
 
 
 def download(series, package, dest, log=print):

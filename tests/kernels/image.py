@@ -94,12 +94,13 @@ def _cpio(entries):
     return out.getvalue()
 
 
-def initramfs(kernel, modules, dest):
+def initramfs(kernel, modules, dest, busybox=BUSYBOX):
     """The initramfs for a kernel: busybox, /init and the modules (in load order).
 
     Args:
         kernel: fetch.Kernel.
         modules: module names to load, e.g. ("virtio_pci", "9p", "kvm_amd").
+        busybox: a static busybox of the kernel's architecture.
     """
     order = []
     for m in modules:
@@ -108,7 +109,7 @@ def initramfs(kernel, modules, dest):
                 order.append(f.name)
     d, f, x = stat.S_IFDIR | 0o755, stat.S_IFREG | 0o644, stat.S_IFREG | 0o755
     entries = [(p, d, b"") for p in ("bin", "dev", "proc", "sys", "tmp", "lib", "lib/modules", "newroot")]
-    entries += [("bin/busybox", x, Path(BUSYBOX).read_bytes()), ("init", x, INIT.encode()),
+    entries += [("bin/busybox", x, Path(busybox).read_bytes()), ("init", x, INIT.encode()),
                 ("modules.list", f, "\n".join(order).encode() + b"\n")]
     entries += [("lib/modules/" + n, f, (kernel.path / "modules" / n).read_bytes()) for n in order]
     dest.write_bytes(gzip.compress(_cpio(entries), 6))

@@ -14,6 +14,7 @@ import datetime
 import json
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,23 +24,28 @@ import urllib.request
 from pathlib import Path
 
 OUT = Path(os.environ.get("KVMEXIT_OUT", "/mnt"))
+ARCH = "arm64" if os.uname().machine == "aarch64" else "x86"
 MODES = ("auto", "tp_btf", "raw_tp", "tracepoint")
 TIMEOUT = float(os.environ.get("KVMEXIT_INSIDE_TIMEOUT", "900"))
 EXPORTER = "127.0.0.1:9476"
 
 # The views guest: two vCPUs, three phases, each ended by a sync (the last
 # by the program's end).  The exits of a phase are the test's to know.
-VIEWS_PROGRAMS = (
-    "sync,out:0x80:60,cpuid:7,rdmsr:3,wrmsr:4,hlt:2,sync,out:0x80:40,cpuid:2,sync,out:0x80:20,hlt:1",
-    "sync,out:0x81:50,cpuid:5,rdmsr:2,wrmsr:3,hlt:3,sync,out:0x81:30,sync,out:0x81:10,cpuid:1",
-)
+# Programs per architecture of the machine.
+VIEWS_PROGRAMS = {
+    "x86": ("sync,out:0x80:60,cpuid:7,rdmsr:3,wrmsr:4,hlt:2,sync,out:0x80:40,cpuid:2,sync,out:0x80:20,hlt:1",
+            "sync,out:0x81:50,cpuid:5,rdmsr:2,wrmsr:3,hlt:3,sync,out:0x81:30,sync,out:0x81:10,cpuid:1"),
+    "arm64": ("sync,mmio:0x10001000:60,mrs:7,hvc:3,wfi:2,sync,mmio:0x10001000:40,mrs:2,sync,mmio:0x10001000:20,wfi:1",
+              "sync,mmio:0x10002000:50,mrs:5,hvc:2,wfi:3,sync,mmio:0x10002000:30,sync,mmio:0x10002000:10,hvc:1"),
+}
 # seconds between interval records (each phase takes a small part of one),
 # and of the duration view (started just before the interval tracer, it
 # outlasts the guest); the host sets them for the emulator's speed
 INTERVAL = float(os.environ.get("KVMEXIT_INSIDE_INTERVAL", "1"))
 DURATION = int(os.environ.get("KVMEXIT_INSIDE_DURATION", "10"))
 # the perf guest: its whole life under perf kvm stat record
-PERF_PROGRAMS = ("out:0x80:100,cpuid:5,hlt:3,wrmsr:2,rdmsr:1", "out:0x81:50,cpuid:2,hlt:1")
+PERF_PROGRAMS = {"x86": ("out:0x80:100,cpuid:5,hlt:3,wrmsr:2,rdmsr:1", "out:0x81:50,cpuid:2,hlt:1"),
+                 "arm64": ("mmio:0x10001000:100,mrs:5,wfi:3,hvc:2", "mmio:0x10002000:50,mrs:2,wfi:1")}
 
 
 def log(msg):
@@ -120,8 +126,14 @@ def read(path):
 
 
 def facts():
-    flags = read("/proc/cpuinfo").split("flags", 2)[1].split("\n")[0].split() if "flags" in read("/proc/cpuinfo") else []
+    cpuinfo = read("/proc/cpuinfo")
+    key = "Features" if ARCH == "arm64" else "flags"
+    flags = cpuinfo.split(key, 2)[1].split("\n")[0].split() if key in cpuinfo else []
     return {
+        "machine": os.uname().machine,
+        # the kernel's KVM lines (VHE or nVHE); busybox's dmesg where the machine has no other
+        "dmesg_kvm": [l for l in run(["dmesg"] if shutil.which("dmesg") else ["busybox", "dmesg"])["stdout"]
+                      .splitlines() if "kvm" in l][:20],
         "release": os.uname().release,
         "cpus": os.cpu_count(),
         "cpu_flags": sorted(set(flags) & {"vmx", "svm", "ept", "npt", "hypervisor"}),
@@ -160,7 +172,7 @@ def fresh_record(tracer):
 
 def views():
     """Every view of one guest's life, all attached before it runs."""
-    g = Proc("guest", guest(VIEWS_PROGRAMS), stdin=True)
+    g = Proc("guest", guest(VIEWS_PROGRAMS[ARCH]), stdin=True)
     info = json.loads(g.expect(lambda l: l.startswith('{"pid"')))
     g.expect(lambda l: l.startswith('{"sync": 0}'))
     pid, tids = info["pid"], info["tids"]
@@ -206,7 +218,7 @@ def views():
     outs = {name: t.stop(None if name == "duration" else signal.SIGINT) for name, t in tracers.items()}
     outs["exporter"] = exporter.stop(signal.SIGTERM)
     outs["guest"] = g.stop(None)
-    return {"pid": pid, "tids": tids, "programs": VIEWS_PROGRAMS, "done": done, "outs": outs,
+    return {"pid": pid, "tids": tids, "programs": VIEWS_PROGRAMS[ARCH], "done": done, "outs": outs,
             "phase_records": phase_records, "scrape": scrape, "guest_done_s": guest_done,
             "duration": DURATION, "interval": INTERVAL}
 
@@ -220,11 +232,12 @@ def perf():
         t.attached()
     data = "/tmp/perf.data.guest"
     log("perf: recording a guest's life")
-    rec = run(guest(PERF_PROGRAMS, wait=False, prefix=["perf", "kvm", "stat", "record", "-a", "-o", data]))
+    rec = run(guest(PERF_PROGRAMS[ARCH], wait=False, prefix=["perf", "kvm", "stat", "record", "-a", "-o", data]))
     outs = {name: t.stop() for name, t in tracers.items()}
-    reports = {"vmexit": run(["perf", "kvm", "-i", data, "stat", "report", "--event", "vmexit"]),
-               "ioport": run(["perf", "kvm", "-i", data, "stat", "report", "--event", "ioport"])}
-    return {"programs": PERF_PROGRAMS, "record": rec, "outs": outs, "reports": reports}
+    reports = {"vmexit": run(["perf", "kvm", "-i", data, "stat", "report", "--event", "vmexit"])}
+    if ARCH == "x86":          # perf kvm stat's ioport events are x86's
+        reports["ioport"] = run(["perf", "kvm", "-i", data, "stat", "report", "--event", "ioport"])
+    return {"programs": PERF_PROGRAMS[ARCH], "record": rec, "outs": outs, "reports": reports}
 
 
 # --explain's guest: port 0x80 writes dominate, halts come second
@@ -251,13 +264,15 @@ def explain():
             "modules": sorted(m for m in ("kvm", "kvm_intel", "kvm_amd") if os.path.isdir("/sys/module/%s/parameters" % m))}
 
 
-DEMO_PROGRAMS = ("sync,out:0x80:300,cpuid:20,rdmsr:5,wrmsr:5,hlt:3",
-                 "sync,out:0x70:200,out:0x71:200,cpuid:10,hlt:2")
+DEMO_PROGRAMS = {"x86": ("sync,out:0x80:300,cpuid:20,rdmsr:5,wrmsr:5,hlt:3",
+                         "sync,out:0x70:200,out:0x71:200,cpuid:10,hlt:2"),
+                 "arm64": ("sync,mmio:0x10001000:300,mrs:20,hvc:5,wfi:3",
+                           "sync,mmio:0x10002000:200,mmio:0x10003000:200,mrs:10,wfi:2")}
 
 
 def demo(extra=()):
     """What `make run` shows: kvmexit -p PID -a over one run of a known guest."""
-    g = Proc("guest", guest(DEMO_PROGRAMS, migrate=5), stdin=True)
+    g = Proc("guest", guest(DEMO_PROGRAMS[ARCH], migrate=5), stdin=True)
     info = json.loads(g.expect(lambda l: l.startswith('{"pid"')))
     g.expect(lambda l: l.startswith('{"sync": 0}'))
     t = Proc("demo", ["kvmexit", "--verbose", "-p", info["pid"], "-a"] + list(extra))
@@ -272,8 +287,8 @@ SCENARIOS = {"facts": facts, "selftest": selftests, "views": views, "perf": perf
 
 
 def main(argv):
-    names = [n for n in (argv or ["all"])
-             for n in (("facts", "selftest", "views", "perf", "explain") if n == "all" else (n,))]
+    every = ("facts", "selftest", "views", "perf") + (("explain",) if ARCH == "x86" else ())
+    names = [n for n in (argv or ["all"]) for n in (every if n == "all" else (n,))]
     results = {}
     for name in names:
         start = time.monotonic()

@@ -10,9 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import boot, fetch, image
+from . import boot, fetch, image, userland
 from .inside import MODES
-from .manifest import SERIES
+from .manifest import ALL_SERIES
 
 INSIDE = Path(__file__).resolve().parent / "inside.py"
 
@@ -20,17 +20,18 @@ INSIDE = Path(__file__).resolve().parent / "inside.py"
 @dataclass(frozen=True)
 class Machine:
     name: str
-    series: str            # a manifest.SERIES key
-    emulator: str          # "qemu": AMD SVM under TCG; "bochs": Intel VMX with EPT
+    series: str            # a manifest.ALL_SERIES key
+    emulator: str          # "qemu": AMD SVM under TCG; "bochs": Intel VMX with EPT; "qemu-arm64": EL2 under TCG
     cpu: str = None        # Bochs CPU model
     timeout: int = 900     # boot to power-off, seconds
     modes: tuple = MODES   # the selftest's modes
     interval: float = 1.0  # inside.py's interval and duration views, in the machine's seconds
     duration: int = 10
+    nvhe: bool = False     # arm64: KVM in nVHE mode (kvm-arm.mode=nvhe) instead of VHE
 
     @property
     def vendor(self):
-        return "svm" if self.emulator == "qemu" else "vmx"
+        return {"qemu": "svm", "bochs": "vmx", "qemu-arm64": "arm64"}[self.emulator]
 
 
 # Bochs runs about 40 times slower than real time here: its selftest runs
@@ -46,6 +47,10 @@ MACHINES = {m.name: m for m in (
     Machine("svm-6.12", "6.12", "qemu"),
     Machine("svm-6.16", "6.16", "qemu"),
     Machine("svm-newest", "newest", "qemu"),
+    Machine("arm64-5.10", "arm64-5.10", "qemu-arm64"),
+    Machine("arm64-6.1", "arm64-6.1", "qemu-arm64", nvhe=True),
+    Machine("arm64-6.12", "arm64-6.12", "qemu-arm64"),
+    Machine("arm64-newest", "arm64-newest", "qemu-arm64"),
 )}
 
 # Bochs has no 9p: what the machine runs travels in an ext2 image
@@ -60,12 +65,18 @@ class Run:
     kernel: fetch.Kernel
     boot: boot.Boot
     results: dict
+    userspace: tuple = ()  # arm64: [(deb file, sha256)] of its userland
 
     def summary(self):
         """Lines for the test report: what ran, on exactly which packages, for how long."""
-        lines = ["%s: %s under %s, %.0f s boot to power-off" % (
-            self.machine.name, self.kernel.release, self.machine.emulator, self.boot.seconds)]
+        lines = ["%s: %s under %s%s, %.0f s boot to power-off" % (
+            self.machine.name, self.kernel.release, self.machine.emulator, " (nVHE)" if self.machine.nvhe else "",
+            self.boot.seconds)]
         lines += ["  %s (%s)" % (p.line(), self.kernel.series.suite) for p in self.kernel.packages]
+        if self.userspace:
+            lines.append("  userland (%s, arm64): %s" % (userland.SUITE, ", ".join(
+                "%s sha256 %s" % (deb, sha[:16]) for deb, sha in self.userspace
+                if deb.split("_")[0] in ("python3.11-minimal", "libbpf1", "linux-perf"))))
         secs = self.results.get("seconds", {})
         if secs:
             lines.append("  inside: " + ", ".join("%s %.0f s" % kv for kv in secs.items()))
@@ -75,12 +86,17 @@ class Run:
 def run(machine, kernel, workdir, scenarios=("all",), log=print):
     """Boot one machine, run inside.py's scenarios there, return what it wrote."""
     workdir.mkdir(parents=True, exist_ok=True)
-    script = ("cd /tmp && KVMEXIT_INSIDE_MODES='%s' KVMEXIT_INSIDE_INTERVAL=%s KVMEXIT_INSIDE_DURATION=%s "
-              "exec python3 %s %s\n" % (" ".join(machine.modes), machine.interval, machine.duration,
+    env = "PYTHONPATH=%s " % userland.pythonpath(boot.REPO) if machine.vendor == "arm64" else ""
+    script = ("cd /tmp && %sKVMEXIT_INSIDE_MODES='%s' KVMEXIT_INSIDE_INTERVAL=%s KVMEXIT_INSIDE_DURATION=%s "
+              "exec python3 %s %s\n" % (env, " ".join(machine.modes), machine.interval, machine.duration,
                                         INSIDE, " ".join(scenarios)))
     log("%s: booting %s under %s" % (machine.name, kernel.release, machine.emulator))
+    userspace = ()
     if machine.emulator == "qemu":
         b = boot.qemu(kernel, script, workdir, machine.timeout)
+    elif machine.emulator == "qemu-arm64":
+        root, userspace = userland.arm64_root(log)
+        b = boot.qemu_arm64(kernel, script, workdir, root, machine.timeout, nvhe=machine.nvhe)
     else:
         root = image.root_image(BOCHS_PATHS, BOCHS_PROGRAMS, workdir / "root.img",
                                 files={"/kvmexit/run.sh": script}, repo=boot.REPO)
@@ -91,7 +107,7 @@ def run(machine, kernel, workdir, scenarios=("all",), log=print):
         raise boot.BootError("%s: the command wrote no results (rc %d); serial log ends:\n%s"
                              % (machine.name, b.rc, "\n".join(b.serial.splitlines()[-40:])))
     log("%s: done in %.0f s" % (machine.name, b.seconds))
-    return Run(machine, kernel, b, json.loads(results.read_text()))
+    return Run(machine, kernel, b, json.loads(results.read_text()), userspace)
 
 
 class Matrix:
@@ -103,7 +119,7 @@ class Matrix:
         self.kernels, self.errors = {}, {}
         for series in dict.fromkeys(MACHINES[n].series for n in names):
             try:
-                self.kernels[series] = fetch.fetch(SERIES[series], log)
+                self.kernels[series] = fetch.fetch(ALL_SERIES[series], log)
             except Exception as e:                 # each machine of the series reports it
                 self.errors[series] = e
         self.started = time.monotonic()
