@@ -18,7 +18,7 @@ APT_PACKAGES := clang llvm libbpf-dev libbpf1 bpftool python3-venv python3-pip s
 	debhelper dh-python pybuild-plugin-pyproject python3-hatchling python3-all python3-click \
 	dpkg-dev man-db
 # the kernel matrix (tests/kernels): emulators, and what builds their boot media
-APT_PACKAGES += qemu-system-x86 bochs bochsbios vgabios bochs-term isolinux syslinux-common xorriso \
+APT_PACKAGES += qemu-system-x86 qemu-system-arm bochs bochsbios vgabios bochs-term isolinux syslinux-common xorriso \
 	busybox-static kmod xz-utils zstd e2fsprogs linux-perf
 # the BTF corpus: pahole encodes Debian 5.10's module BTF from its -dbg package
 APT_PACKAGES += dwarves

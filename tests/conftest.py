@@ -41,7 +41,8 @@ def _matrix_ready():
     import shutil
     if os.geteuid() != 0:
         return "needs root (the machines share this machine's root read-only)"
-    for tool, pkg in (("qemu-system-x86_64", "qemu-system-x86"), ("bochs", "bochs"), ("xorriso", "xorriso"),
+    for tool, pkg in (("qemu-system-x86_64", "qemu-system-x86"), ("qemu-system-aarch64", "qemu-system-arm"),
+                      ("bochs", "bochs"), ("xorriso", "xorriso"),
                       ("busybox", "busybox-static"), ("mke2fs", "e2fsprogs"), ("perf", "linux-perf")):
         if shutil.which(tool) is None:
             return "%s not found: apt-get install %s (make test installs it)" % (tool, pkg)

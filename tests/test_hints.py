@@ -12,7 +12,9 @@ from helpers import REPO, GuestProc, calibrated, stop_all
 from kvmexit import hints, hostfacts, output
 from kvmexit.abi import (KVMEXIT_DETAIL_HYPERCALL as HC, KVMEXIT_DETAIL_MMIO as MMIO, KVMEXIT_DETAIL_MSR as MSR,
                          KVMEXIT_DETAIL_PIO as PIO, KVMEXIT_DETAIL_USER as USER, KVMEXIT_DIR_NONE as NONE,
-                         KVMEXIT_DIR_READ as RD, KVMEXIT_DIR_WRITE as WR)
+                         KVMEXIT_DIR_READ as RD, KVMEXIT_DIR_WRITE as WR, KVMEXIT_DETAIL_SYSREG as SYSREG,
+                         KVMEXIT_DETAIL_WFX as WFX)
+from kvmexit.details import sys_reg
 from kvmexit.report import DetailCount
 
 PID, TIDS = 4242, (4243, 4244)
@@ -96,6 +98,23 @@ CASES = {
     "rdtsc": (_row("RDTSCP"), {"clocksource": "CLOCKSOURCE"}, _row("INVD")),
     "hypercall": (_row("VMCALL", detail=[(HC, NONE, 5, 70)]),
                   {"placement": "2 vCPUs, 1 pinned to one CPU, on %d host CPUs"}, _row("VMCALL")),
+    # arm64
+    "arm64-wfi": (_row("WFx", "arm64", [(WFX, NONE, 0, 900)]), {"kvm.halt_poll_ns": "200000",
+                  "kvm.halt_poll_ns_grow": "2", "kvm.halt_poll_ns_shrink": "0"}, _row("WFx", "arm64", [(WFX, NONE, 1, 9)])),
+    "arm64-wfe": (_row("WFx", "arm64", [(WFX, NONE, 1, 900)]),
+                  {"placement": "2 vCPUs, 1 pinned to one CPU, on %d host CPUs"}, _row("WFx", "arm64", [(WFX, NONE, 0, 9)])),
+    "arm64-idle": (_row("WFx", "arm64"), {"kvm.halt_poll_ns": "200000",
+                   "placement": "2 vCPUs, 1 pinned to one CPU, on %d host CPUs"}, _row("SYS64", "arm64")),
+    "arm64-id-register": (_row("SYS64", "arm64", [(SYSREG, RD, sys_reg(3, 0, 0, 4, 0), 500)]), {},
+                          _row("SYS64", "arm64", [(SYSREG, RD, sys_reg(3, 0, 1, 0, 0), 500)])),
+    "arm64-timer-register": (_row("SYS64", "arm64", [(SYSREG, WR, sys_reg(3, 3, 14, 2, 1), 500)]), {},
+                             _row("SYS64", "arm64", [(SYSREG, WR, sys_reg(3, 0, 14, 1, 0), 500)])),
+    "arm64-sysreg": (_row("SYS64", "arm64", [(SYSREG, WR, sys_reg(3, 0, 1, 0, 0), 500)]), {}, _row("SYS64", "arm64")),
+    "arm64-mmio": (_row("DABT_LOW", "arm64", [(MMIO, WR, 0x9000000, 500), (USER, NONE, 6, 500)]),
+                   {"vmm": "qemu-system-x86_64"}, _row("DABT_LOW", "arm64")),
+    "arm64-stage2-fault": (_row("IABT_LOW", "arm64"), {"vmm": "qemu-system-x86_64"},
+                           _row("DABT_LOW", "arm64", [(MMIO, RD, 0x9000000, 5)])),
+    "arm64-hvc": (_row("HVC64", "arm64", [(HC, NONE, 0xC4000001, 300)]), {}, _row("HVC64", "arm64")),
 }
 
 

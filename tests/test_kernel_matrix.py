@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 """Real kvm_exit events on real Debian kernels, under emulation: AMD SVM in
-QEMU TCG, Intel VMX in Bochs (tests/kernels/).  Each machine boots once and
+QEMU TCG, Intel VMX in Bochs, arm64 (VHE and nVHE) in QEMU TCG with EL2
+(tests/kernels/).  Each machine boots once and
 runs tests/kernels/inside.py through the installed CLI; here every number
 it brought back is checked: against the guest's programs where they cause
 the exit, against the other views and perf kvm stat for every exit."""
@@ -20,12 +21,19 @@ pytestmark = [pytest.mark.matrix]
 
 # QEMU's first: Bochs' results come last
 NAMES = sorted(MACHINES, key=lambda n: (MACHINES[n].emulator == "bochs", n))
-ISA_LABEL = {"svm": "SVM", "vmx": "VMX"}
+ISA_LABEL = {"svm": "SVM", "vmx": "VMX", "arm64": "arm64"}
+
+
+def arch(run):
+    return expect.ARCH[_isa(run)]
 
 
 def auto_mode(run):
-    """The mode auto must pick: tp_btf wherever kvm has module BTF; raw_tp
-    (old prototype, relocation-free object) on 5.10, which has none."""
+    """The mode auto must pick: tp_btf wherever kvm has module BTF (arm64:
+    kvm is built in, its BTF in vmlinux's); raw_tp (old prototype,
+    relocation-free object) on x86 5.10, which has none."""
+    if run.machine.vendor == "arm64":
+        return "tp_btf"
     return "raw_tp" if "kvm" not in run.results["facts"]["btf"] else "tp_btf"
 
 
@@ -46,6 +54,12 @@ def run(request, matrix):
 def test_machine_is_the_kernel_and_vendor_asked_for(run):
     f = run.results["facts"]
     assert f["release"] == run.kernel.release
+    if run.machine.vendor == "arm64":
+        assert f["machine"] == "aarch64" and "kvm" not in f["btf"] and "vmlinux" in f["btf"]
+        mode = "Hyp mode initialized successfully" if run.machine.nvhe else "VHE mode initialized successfully"
+        assert any(mode in l for l in f["dmesg_kvm"]), f["dmesg_kvm"]
+        assert f["version"] == "kvmexit, version %s" % __version__
+        return
     want = {"svm": {"svm", "npt"}, "vmx": {"vmx", "ept"}}[run.machine.vendor]
     assert want <= set(f["cpu_flags"])
     assert f["version"] == "kvmexit, version %s" % __version__
@@ -69,12 +83,17 @@ def test_selftest_in_each_mode(run, mode):
     assert title in lines, r["stdout"]
     section = lines[lines.index(title) + 1:]
     section = section[:next(i for i, l in enumerate(section) if not l.startswith("  "))]
-    # 2 vCPUs x (IO, CPUID, MSR_READ, MSR_WRITE, HLT); SVM has one MSR reason
-    assert len([l for l in section if l.startswith("  ok   tid ")]) == {"vmx": 10, "svm": 8}[run.machine.vendor]
+    # 2 vCPUs x (IO, CPUID, MSR_READ, MSR_WRITE, HLT); SVM has one MSR reason; arm64:
+    # 2 x (DABT_LOW, SYS64, HVC64, WFx)
+    assert len([l for l in section if l.startswith("  ok   tid ")]) == \
+        {"vmx": 10, "svm": 8, "arm64": 8}[run.machine.vendor]
     assert not [l for l in section if not l.startswith("  ok   ")]      # real exits: exact, none skipped
-    assert "calibration, kvm:kvm_pio through the same counting code, %s mode:" % used in lines
+    # the calibration hook is x86's
+    assert ("calibration, kvm:kvm_pio through the same counting code, %s mode:" % used in lines) == \
+        (run.machine.vendor != "arm64")
     # --detail: per vCPU 3 ports and the exits to userspace under IO, the MSR read and write, the
-    # hlt's exit to userspace; KVM's tracepoints run preemptible, so a detail may be skipped (7.x)
+    # hlt's exit to userspace (arm64: 3 MMIO pages and the exits to userspace, the register,
+    # the call, WFI); KVM's tracepoints run preemptible, so a detail may be skipped (7.x)
     title = "--detail, KVM's events under %s exits, %s mode:" % (ISA_LABEL[run.machine.vendor], used)
     assert title in lines, r["stdout"]
     section = lines[lines.index(title) + 1:]
@@ -108,11 +127,11 @@ def _reference(views):
 def test_views_of_real_exits_exact(run, views):
     isa, tids, pid = _isa(run), views["tids"], views["pid"]
     ref, names, ref_skipped = _reference(views)
-    assert views["programs"] == list(VIEWS_PROGRAMS)
+    assert views["programs"] == list(VIEWS_PROGRAMS[arch(run)])
     # what the programs cause, exactly, per thread and vCPU (vCPU i runs on thread i)
     want = {}
-    for i, prog in enumerate(VIEWS_PROGRAMS):
-        for phase in expect.phases(prog)[1:]:               # phase 0 ran before any tracer attached
+    for i, prog in enumerate(VIEWS_PROGRAMS[arch(run)]):
+        for phase in expect.phases(prog, arch(run))[1:]:               # phase 0 ran before any tracer attached
             for reason, n in expect.steps_exits(phase, isa).items():
                 k = (tids[i], vcpu_id(run, i), reason)
                 want[k] = want.get(k, 0) + n
@@ -169,11 +188,11 @@ def test_detail_of_real_exits_exact(run, views):
     rec = json.loads(outs["detail_json"]["stdout"])
     assert (rec["drops"], rec["undetailed"]) == (0, 0)
     want = {}
-    for i, prog in enumerate(VIEWS_PROGRAMS):
-        for phase in expect.phases(prog)[1:]:               # phase 0 ran before any tracer attached
+    for i, prog in enumerate(VIEWS_PROGRAMS[arch(run)]):
+        for phase in expect.phases(prog, arch(run))[1:]:    # phase 0 ran before any tracer attached
             for detail, n in expect.steps_details(phase, isa).items():
                 want[(tids[i],) + detail] = want.get((tids[i],) + detail, 0) + n
-    got = expect.json_details(outs["detail_json"]["stdout"])
+    got = expect.without_wakes(expect.json_details(outs["detail_json"]["stdout"]))
     expect.short_of({k: n for k, n in got.items() if k[0] in tids}, want, rec["details_skipped"])
     # the table of -p PID -a --detail: each exit row and the details under it, as the JSON has them
     kinds = {v: k for k, v in details.KINDS.items()}
@@ -210,8 +229,8 @@ def test_intervals_of_real_exits_exact(run, views):
             continue
         k = phase_at.index(i) + 1                    # phase 0 ran before the tracers attached
         want = {}
-        for j, prog in enumerate(VIEWS_PROGRAMS):
-            for reason, n in expect.steps_exits(expect.phases(prog)[k], isa).items():
+        for j, prog in enumerate(VIEWS_PROGRAMS[arch(run)]):
+            for reason, n in expect.steps_exits(expect.phases(prog, arch(run))[k], isa).items():
                 want[(tids[j], vcpu_id(run, j), reason)] = n
         expect.short_of(expect.only(rows, expect.program_reasons(isa)), want, rec["skipped"])
         for key, n in rows.items():
@@ -224,8 +243,8 @@ def test_latency_times_every_reentered_exit(run, views):
     rows, rec = expect.json_rows(views["outs"]["latency"]["stdout"])
     expect.same_events(rows, ref, rec["skipped"], ref_skipped)
     assert rec["untimed"] == 0
-    io = expect.CAUSED[_isa(run)]["out"][0]
-    # each thread's last exit (the program's final out) is never re-entered; an exit
+    io = expect.CAUSED[_isa(run)][expect.LAST[arch(run)][0]][0]
+    # each thread's last exit (the program's final out or store) is never re-entered; an exit
     # whose kvm_entry the kernel skipped the entry program for has no time
     reentered = {(e["tid"], e["vcpu"], e["reason"]): e["count"] - (e["reason"] == io) for e in rec["exits"]}
     timed = {(e["tid"], e["vcpu"], e["reason"]): e["latency"]["count"] if e["latency"] else 0 for e in rec["exits"]}
@@ -292,6 +311,7 @@ def test_perf_kvm_stat_agrees(run):
     out anyway."""
     p = run.results["perf"]
     isa = _isa(run)
+    programs = PERF_PROGRAMS[arch(run)]
     assert p["record"]["rc"] == 0, p["record"]["stderr"]
     guest = json.loads(p["record"]["stdout"].splitlines()[0])
     tids = guest["tids"]
@@ -306,15 +326,19 @@ def test_perf_kvm_stat_agrees(run):
                        tp_rec["skipped"], rec["skipped"])
     # the guest's whole life: its programs' exits, exactly
     want = {}
-    for i, prog in enumerate(PERF_PROGRAMS):
-        for reason, n in expect.steps_exits(expect.phases(prog)[0], isa).items():
+    for i, prog in enumerate(programs):
+        for reason, n in expect.steps_exits(expect.phases(prog, arch(run))[0], isa).items():
             want[(tids[i], vcpu_id(run, i), reason)] = n
     expect.short_of(expect.only(mine, expect.program_reasons(isa)), want, rec["skipped"])
     # perf, reason by reason, for every exit of the guest
-    names = expect.kernel_names(run.results["facts"]["kvm_exit_format"], isa)
+    fmt = run.results["facts"]["kvm_exit_format"]
+    names = expect.arm64_kernel_names(fmt) if arch(run) == "arm64" else expect.kernel_names(fmt, isa)
     report = expect.perf_report(p["reports"]["vmexit"]["stderr"] + p["reports"]["vmexit"]["stdout"])
     assert report, p["reports"]["vmexit"]
     perf = {names[name]: n for name, n in report.items()}
+    if arch(run) == "arm64":
+        _perf_arm64(perf, mine, tp, rec, tp_rec, tids, p)
+        return
     reentered = expect.collapse({(e["tid"], e["vcpu"], e["reason"]): e["latency"]["count"]
                                  for e in rec["exits"] if e["tid"] in tids}, lambda t, v, r: r)
     io = expect.CAUSED[isa]["out"][0]
@@ -339,7 +363,7 @@ def test_perf_kvm_stat_agrees(run):
     det, drec = expect.json_details(p["outs"]["detail"]["stdout"]), json.loads(p["outs"]["detail"]["stdout"])
     assert (drec["drops"], drec["undetailed"]) == (0, 0)
     want = {}
-    for i, prog in enumerate(PERF_PROGRAMS):
+    for i, prog in enumerate(programs):
         for detail, n in expect.steps_details(expect.phases(prog)[0], isa).items():
             want[(tids[i],) + detail] = n
     det = {k: n for k, n in det.items() if k[0] in tids}
@@ -355,18 +379,54 @@ def test_perf_kvm_stat_agrees(run):
     expect.short_of({k: n for k, n in ports.items() if n}, ioport, drec["details_skipped"])
 
 
+def _perf_arm64(perf, mine, tp, rec, tp_rec, tids, p):
+    """arm64: perf kvm stat times each exit from the kvm_entry before it
+    (tools/perf/arch/arm64/util/kvm-stat.c: begin kvm_entry, end kvm_exit),
+    so over the guest's whole life it counts every exit, each thread's last
+    included; less those whose record kvmexit's tracepoint program was
+    skipped for (reported).  --detail: the guest's events exactly."""
+    plain = expect.collapse(mine, lambda t, v, r: r)
+    if rec["skipped"]:
+        expect.same_events(perf, plain, tp_rec["skipped"], rec["skipped"], whole=False)
+    else:
+        lost = {r: n - expect.collapse(tp, lambda t, v, r: r).get(r, 0) for r, n in plain.items()}
+        assert min(lost.values()) >= 0 and sum(lost.values()) == tp_rec["skipped"], lost
+        assert perf == {r: n - lost[r] for r, n in plain.items() if n - lost[r]}
+    det, drec = expect.json_details(p["outs"]["detail"]["stdout"]), json.loads(p["outs"]["detail"]["stdout"])
+    assert (drec["drops"], drec["undetailed"]) == (0, 0)
+    want = {}
+    for i, prog in enumerate(PERF_PROGRAMS["arm64"]):
+        for detail, n in expect.steps_details(expect.phases(prog, "arm64")[0], expect.ARM64).items():
+            want[(tids[i],) + detail] = n
+    expect.short_of(expect.without_wakes({k: n for k, n in det.items() if k[0] in tids}), want,
+                    drec["details_skipped"])
+
+
 def test_explain_hints_the_guests_dominant_exits(run):
-    """The guest's writes to port 0x80 dominate, its halts come second: each
-    gets its hint, showing what that machine has (the VMM's command line,
-    the kvm module's halt-polling parameters as read there), and the other
-    vendor's module is said not to be loaded."""
+    """The guest's writes to port 0x80 (arm64: MMIO stores) dominate, its
+    halts (WFI) come second: each gets its hint, showing what that machine
+    has (the VMM's command line, the kvm module's halt-polling parameters as
+    read there), and the other vendor's module is said not to be loaded."""
     e = run.results["explain"]
     isa = _isa(run)
     for fmt in ("table", "json"):
         assert e["outs"][fmt]["rc"] == 0, e["outs"][fmt]["stderr"]
     rec = json.loads(e["outs"]["json"]["stdout"])
+    if arch(run) == "arm64":
+        got = {h["reason_name"]: h for h in rec["hints"]}
+        stores = sum(expect.expected_exits(expect.parse_program(p, "arm64"), "arm64")[("mmio", 0x10001000)]
+                     for p in EXPLAIN_PROGRAMS["arm64"])
+        assert (got["DABT_LOW"]["rule"], got["DABT_LOW"]["seen"]) == ("arm64-mmio", {"vmm": "kvmexit"})
+        assert got["DABT_LOW"]["why"].startswith("MMIO to page 0x10001000 of a device the VMM emulates")
+        # the stores, each wfi's two marks, each vCPU's last store (its first sync ran before)
+        marks = 2 * len(e["tids"])
+        expect.short_of({0x124: got["DABT_LOW"]["count"]}, {0x124: stores + marks + len(e["tids"])}, rec["skipped"])
+        assert got["WFx"]["rule"] == "arm64-wfi"
+        assert got["WFx"]["seen"] == {"kvm." + p: v for p, v in e["params"].items()}
+        assert e["modules"] == ["kvm"]           # built in; no vendor module
+        return
     io, hlt = expect.CAUSED[isa]["out"], expect.CAUSED[isa]["hlt"]
-    outs = sum(expect.expected_exits(expect.parse_program(p))[("out", 0x80)] for p in EXPLAIN_PROGRAMS)
+    outs = sum(expect.expected_exits(expect.parse_program(p))[("out", 0x80)] for p in EXPLAIN_PROGRAMS["x86"])
     got = {h["reason_name"]: h for h in rec["hints"]}
     assert (got[io[1]]["rule"], got[io[1]]["seen"]) == ("io-delay-port", {"vmm": "kvmexit", "-cpu": "(not given)"})
     assert got[io[1]]["why"].startswith("the guest writes port 0x0080 (POST/delay) to delay its I/O")

@@ -15,7 +15,7 @@ import pytest
 from helpers import REPO
 
 pytestmark = [pytest.mark.dist]
-OBJECTS = ("kvm_exit.bpf.o", "kvm_exit_legacy.bpf.o")
+OBJECTS = ("kvm_exit.bpf.o", "kvm_exit_legacy.bpf.o", "kvm_exit_arm64.bpf.o")
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"   # Debian's tools, not a pyenv or venv
 
 
@@ -60,7 +60,7 @@ def dist():
 
 def test_objects_rebuild_byte_identical_elsewhere():
     r = make("check-repro")
-    assert (r.returncode, r.stdout) == (0, "check-repro: both objects rebuild byte-identical\n"), r.stderr
+    assert (r.returncode, r.stdout) == (0, "check-repro: the three objects rebuild byte-identical\n"), r.stderr
 
 
 def test_check_repro_catches_a_stale_object(tmp_path):
@@ -156,7 +156,8 @@ def test_deb_builds_installs_runs_and_purges(tmp_path):
     r = subprocess.run(["dpkg-buildpackage", "-us", "-uc", "-b"], cwd=copy, capture_output=True, text=True,
                        timeout=600, env=dict(os.environ, PATH=SYSTEM_PATH))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    deb = tmp_path / "kvmexit_0.1.0_amd64.deb"
+    # the same files on amd64 and arm64 (both architectures' objects): Architecture: all
+    deb = tmp_path / "kvmexit_0.1.0_all.deb"
     # the object the package ships is the one this tree builds
     listing = subprocess.run(["dpkg-deb", "-c", str(deb)], capture_output=True, text=True).stdout
     assert "./usr/sbin/kvmexit" in listing and "./usr/share/man/man8/kvmexit.8.gz" in listing
@@ -165,8 +166,9 @@ def test_deb_builds_installs_runs_and_purges(tmp_path):
                            timeout=300, env=apt)
         assert r.returncode == 0, r.stderr
         assert _run(["man", "-w", "8", "kvmexit"], SYSTEM_PATH).stdout == "/usr/share/man/man8/kvmexit.8.gz\n"
-        installed = Path("/usr/lib/python3/dist-packages/kvmexit/bpf/kvm_exit.bpf.o").read_bytes()
-        assert installed == (REPO / "src/kvmexit/bpf/kvm_exit.bpf.o").read_bytes()
+        for o in OBJECTS:
+            installed = Path("/usr/lib/python3/dist-packages/kvmexit/bpf", o).read_bytes()
+            assert installed == (REPO / "src/kvmexit/bpf" / o).read_bytes(), o
         _check_runs(["/usr/sbin/kvmexit"], SYSTEM_PATH)
     finally:
         r = subprocess.run(["apt-get", "-o", "DPkg::Lock::Timeout=600", "purge", "-y", "-qq", "kvmexit"], capture_output=True, text=True,

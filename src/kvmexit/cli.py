@@ -9,7 +9,8 @@ from .errors import KvmexitError
 from .output import View
 from .runner import Emitter, run, stop_on_signals
 from .skeleton import Filter
-from .tracer import DEFAULT_MAX_ENTRIES, MODES, TraceOptions, Tracer
+from .frontend import trace_options, tracing_options
+from .tracer import Tracer
 
 EXAMPLES = """\b
 EXAMPLES:
@@ -29,6 +30,10 @@ EXAMPLES:
     kvmexit top                    # live full-screen rates by VM, thread and reason
     kvmexit exporter --listen 127.0.0.1:9476   # Prometheus /metrics
     kvmexit selftest               # check this host end to end (root, /dev/kvm)
+
+
+x86-64 (Intel VMX, AMD SVM) and arm64 hosts; on arm64 the reason is the
+trap's ESR class (DABT_LOW, SYS64, HVC64, WFx ...) or the exit's code (IRQ).
 
 \b
 COMMANDS (kvmexit COMMAND -h for each):
@@ -86,7 +91,7 @@ def _view(pid, tid, tids, vcpu, alltids):
     return View("all", "all threads")
 
 
-def check_options(pid, tid, tids, vcpu, alltids, interval, count, cumulative, hist, latency, calibrate):
+def check_options(pid, tid, tids, vcpu, alltids, interval, count, cumulative, hist, latency):
     """Refuse option combinations that mean nothing; click.UsageError names the fix."""
     if (vcpu is not None or alltids) and not pid:
         raise click.UsageError("-v and -a need -p PID: give the VM's process id too")
@@ -100,8 +105,6 @@ def check_options(pid, tid, tids, vcpu, alltids, interval, count, cumulative, hi
         raise click.UsageError("-c and --cumulative need -i INTERVAL: give the seconds between tables")
     if hist and not latency:
         raise click.UsageError("--hist needs --latency")
-    if latency and calibrate:
-        raise click.UsageError("--latency times kvm_exit to kvm_entry; --calibrate has no entry event")
     if vcpu is not None:
         have = kernel.vcpus_of(pid)
         if have is not None and vcpu not in have:
@@ -139,13 +142,8 @@ def _note(text):
 @click.option("--explain", is_flag=True,
               help="for the top exits of each VM: their cause, what this host shows of it, the usual remedy "
                    "(with --detail, by port and MSR)")
-@click.option("--mode", type=click.Choice(MODES), default="auto", show_default=True,
-              help="attach mode; auto picks the fastest that works")
-@click.option("--max-entries", type=click.IntRange(min=1, max=1 << 24), default=DEFAULT_MAX_ENTRIES,
-              show_default=True, help="capacity of the counts map, in (thread, reason) pairs")
+@tracing_options
 @click.option("--verbose", is_flag=True, help="show libbpf's log and the attach attempts")
-@click.option("--calibrate", is_flag=True, hidden=True,
-              help="count kvm:kvm_pio by port instead of kvm:kvm_exit (self-test of the counting path)")
 @click.version_option(__version__, "--version", prog_name="kvmexit")
 @click.argument("duration", type=click.IntRange(min=0), required=False)
 def trace(pid, tid, tids, vcpu, alltids, interval, count, cumulative, fmt, wide, top, latency, hist, detail, explain,
@@ -155,11 +153,11 @@ def trace(pid, tid, tids, vcpu, alltids, interval, count, cumulative, fmt, wide,
     Without DURATION, counts until Ctrl-C; with it, for DURATION seconds.
     Runs as root (or with CAP_BPF and CAP_PERFMON).
     """
-    check_options(pid, tid, tids, vcpu, alltids, interval, count, cumulative, hist, latency, calibrate)
+    check_options(pid, tid, tids, vcpu, alltids, interval, count, cumulative, hist, latency)
     view = _view(pid, tid, tids, vcpu, alltids)
-    source = "kvm_pio" if calibrate else "kvm_exit"
-    options = TraceOptions(Filter(tgid=pid or 0, tids=(tid,) if tid else tids or (), vcpu=vcpu), mode, source,
-                           max_entries, latency, detail)
+    options = trace_options(mode, max_entries, calibrate, Filter(tgid=pid or 0, tids=(tid,) if tid else tids or (),
+                                                                 vcpu=vcpu), latency, detail)
+    source = options.source
     log = (lambda level, text: click.echo(text.rstrip("\n"), err=True)) if verbose else None
     tracer = Tracer(options, log)
     stop_on_signals()

@@ -27,7 +27,8 @@ from .abi import KVMEXIT_LAT_SLOTS, KVMEXIT_VCPU_UNKNOWN
 from .counts import slot_bounds
 from .errors import KvmexitError
 from .skeleton import Filter
-from .tracer import DEFAULT_MAX_ENTRIES, MODES, TraceOptions, Tracer
+from .frontend import trace_options, tracing_options
+from .tracer import Tracer
 
 # --by -> labels of kvmexit_exits_total, and how each is taken from a full row
 LABELS = {
@@ -186,18 +187,14 @@ def _stop(signum, frame):
 @click.option("--by", type=click.Choice(sorted(LABELS)), default="vcpu", show_default=True,
               help="label granularity: vm (pid, vm), vcpu (+ vcpu) or thread (+ tid)")
 @click.option("-p", "--pid", type=click.IntRange(min=1), default=None, help="count this process (VM) only")
-@click.option("--mode", type=click.Choice(MODES), default="auto", show_default=True, help="attach mode")
-@click.option("--max-entries", type=click.IntRange(min=1, max=1 << 24), default=DEFAULT_MAX_ENTRIES,
-              show_default=True, help="capacity of the counts map, in (thread, reason) pairs")
 @click.option("--latency", is_flag=True, help="also export exit-to-entry times (a histogram per series)")
 @click.option("--detail", is_flag=True, help="also export KVM's events under the exits (port, MSR, ...)")
-@click.option("--calibrate", is_flag=True, hidden=True, help="export kvm:kvm_pio by port instead")
+@tracing_options
 def exporter(listen, textfile, interval, by, pid, mode, max_entries, latency, detail, calibrate):
     """Export KVM exit counts to Prometheus (/metrics and/or a textfile)."""
     if not listen and not textfile:
         raise click.UsageError("give --listen ADDR:PORT, --textfile PATH, or both")
-    if latency and calibrate:
-        raise click.UsageError("--latency times kvm_exit to kvm_entry; --calibrate has no entry event")
+    options = trace_options(mode, max_entries, calibrate, Filter(tgid=pid or 0), latency, detail)
     addr = _listen_addr(listen) if listen else None
     if textfile:
         _check_textfile_dir(textfile)
@@ -207,8 +204,7 @@ def exporter(listen, textfile, interval, by, pid, mode, max_entries, latency, de
     except ImportError:
         raise KvmexitError("the exporter needs prometheus-client: pip install prometheus-client "
                            "(Debian: apt-get install python3-prometheus-client)") from None
-    tracer = Tracer(TraceOptions(Filter(tgid=pid or 0), mode, "kvm_pio" if calibrate else "kvm_exit", max_entries,
-                                 latency, detail))
+    tracer = Tracer(options)
     signal.signal(signal.SIGTERM, _stop)
     try:
         tracer.start()

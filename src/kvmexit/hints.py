@@ -2,7 +2,7 @@
 """--explain: what a frequent exit means on this host and what usually
 removes it (pure: the rules are data, the host's facts come in).
 
-Each rule names the exit reasons it is about (VMX and SVM spellings; the
+Each rule names the exit reasons it is about (VMX, SVM and arm64 spellings; the
 calibration hook's rows are port writes, so the I/O rules take them too),
 optionally the detail it needs (a port, an MSR, an MMIO page, a hypercall:
 --detail's counts under the row), a condition over the row, the module
@@ -14,7 +14,8 @@ import re
 from dataclasses import dataclass
 
 from . import details, report
-from .abi import KVMEXIT_DETAIL_HYPERCALL, KVMEXIT_DETAIL_MMIO, KVMEXIT_DETAIL_MSR, KVMEXIT_DETAIL_PIO, KVMEXIT_DIR_WRITE
+from .abi import (KVMEXIT_DETAIL_HYPERCALL, KVMEXIT_DETAIL_MMIO, KVMEXIT_DETAIL_MSR, KVMEXIT_DETAIL_PIO,
+                  KVMEXIT_DETAIL_SYSREG, KVMEXIT_DETAIL_WFX, KVMEXIT_DIR_WRITE)
 from .report import DetailCount
 
 IO = frozenset({"IO_INSTRUCTION", "IOIO"})
@@ -22,6 +23,10 @@ MSR = frozenset({"MSR_READ", "MSR_WRITE", "MSR", "MSR_READ_IMM", "MSR_WRITE_IMM"
 MMIO_EXITS = frozenset({"EPT_MISCONFIG", "EPT_VIOLATION", "NPF", "APIC_ACCESS"})
 APIC = frozenset({"APIC_ACCESS", "APIC_WRITE", "EOI_INDUCED", "TPR_BELOW_THRESHOLD", "AVIC_INCOMPLETE_IPI",
                   "AVIC_UNACCELERATED_ACCESS"})
+# arm64: ID registers are Op0 3, Op1 0, CRn 0 (arch/arm64/include/asm/sysreg.h); the
+# timer's, Op0 3, Op1 3, CRn 14
+ARM64_ID_REG = lambda d: d.value >> 12 == (3 << 7 | 0 << 4 | 0)          # noqa: E731
+ARM64_TIMER_REG = lambda d: d.value >> 12 == (3 << 7 | 3 << 4 | 14)      # noqa: E731
 # the rows --explain looks at: at most this many per VM, each this share of the VM's exits or more
 TOP_ROWS, MIN_SHARE = 3, 0.05
 
@@ -31,7 +36,7 @@ class Row:
     """One VM's exits of one reason, as a rule sees them."""
     pid: int
     vm: str
-    isa: str          # "vmx", "svm", "pio" (the calibration hook: reason is a port)
+    isa: str          # "vmx", "svm", "arm64", "pio" (the calibration hook: reason is a port)
     reason: int
     reason_name: str
     count: int
@@ -156,7 +161,7 @@ RULES = (
          "docs/system/i386/kvm-pv.rst (kvm-pv-unhalt)",
          seen=("kvm_intel.ple_gap", "kvm_intel.ple_window", "kvm_amd.pause_filter_count",
                "kvm_amd.pause_filter_thresh", "placement", "-cpu")),
-    Rule("external-interrupt", frozenset({"EXTERNAL_INTERRUPT", "INTR"}), "a host interrupt (a device's, a timer "
+    Rule("external-interrupt", frozenset({"EXTERNAL_INTERRUPT", "INTR", "IRQ"}), "a host interrupt (a device's, a timer "
          "tick, an IPI) arrived on the CPU while the guest ran", "pin the vCPU threads to CPUs kept free of host "
          "interrupts and housekeeping (irqaffinity=, isolcpus=, nohz_full=)",
          "Linux Documentation/admin-guide/kernel-per-CPU-kthreads.rst; Documentation/admin-guide/"
@@ -236,9 +241,64 @@ RULES = (
          "these replace costlier exits; many kicks mean lock contention in the guest, many yields vCPU "
          "overcommit", "Linux Documentation/virt/kvm/x86/hypercalls.rst",
          detail=(KVMEXIT_DETAIL_HYPERCALL, lambda d: True), seen=("placement",), about="the top hypercall"),
+    # -- arm64 -------------------------------------------------------------
+    Rule("arm64-wfi", frozenset({"WFx"}), "the vCPU had nothing to run and executed WFI: KVM blocks it until an "
+         "interrupt, polling for one up to halt_poll_ns first", "idle exits cost the guest little: for wake-up "
+         "latency raise kvm.halt_poll_ns (it burns host CPU); on host CPUs dedicated to the vCPUs, a kernel "
+         "with kvm-arm.wfi_trap_policy can leave WFI untrapped (notrap; the architecture allows that, without "
+         "guaranteeing it)",
+         "Linux Documentation/virt/kvm/halt-polling.rst; Documentation/admin-guide/kernel-parameters.txt "
+         "(kvm-arm.wfi_trap_policy); arch/arm64/kvm/handle_exit.c (kvm_handle_wfx)",
+         detail=(KVMEXIT_DETAIL_WFX, lambda d: d.value == 0),
+         seen=("kvm.halt_poll_ns", "kvm.halt_poll_ns_grow", "kvm.halt_poll_ns_shrink"), about="WFI"),
+    Rule("arm64-wfe", frozenset({"WFx"}), "the guest waits with WFE, in a spinlock or for an event; KVM traps WFE "
+         "only while other tasks share the vCPU's CPU, and yields to another vCPU", "vCPUs on host CPUs of "
+         "their own (KVM then stops trapping WFE), fewer vCPUs than host CPUs",
+         "arch/arm64/kvm/arm.c (kvm_arch_vcpu_load: vcpu_set_wfx_traps); arch/arm64/kvm/handle_exit.c "
+         "(kvm_handle_wfx: kvm_vcpu_on_spin)", detail=(KVMEXIT_DETAIL_WFX, lambda d: d.value == 1),
+         seen=("placement",), about="WFE"),
+    Rule("arm64-idle", frozenset({"WFx"}), "WFI or WFE: the vCPU idled (WFI) or waited in a spinlock (WFE); "
+         "--detail tells which", "WFI: raise kvm.halt_poll_ns for wake-up latency; WFE: vCPUs on host CPUs of "
+         "their own", "Linux Documentation/virt/kvm/halt-polling.rst; arch/arm64/kvm/handle_exit.c "
+         "(kvm_handle_wfx)", seen=("kvm.halt_poll_ns", "placement"), about="without --detail"),
+    Rule("arm64-id-register", frozenset({"SYS64"}), "the guest reads its CPU ID register {sysreg}: KVM traps them "
+         "(HCR_EL2.TID3) to present the VM's own feature set", "reads at boot are few; frequent ones at run time "
+         "come from guest software that probes CPU features on every call, and nothing on the host removes them",
+         "arch/arm64/kvm/sys_regs.c (ID register emulation); Linux "
+         "Documentation/arch/arm64/cpu-feature-registers.rst",
+         detail=(KVMEXIT_DETAIL_SYSREG, ARM64_ID_REG), about="ID registers (Op0 3, Op1 0, CRn 0)"),
+    Rule("arm64-timer-register", frozenset({"SYS64"}), "the guest uses timer register {sysreg}, which KVM "
+         "emulates: the EL1 physical timer and counter trap where the CPU lacks enhanced counter virtualization",
+         "a guest kernel on the virtual timer and counter (Linux's arch_timer uses them at EL1), or a CPU with "
+         "FEAT_ECV", "arch/arm64/kvm/arch_timer.c (the emulated EL1 physical timer); arch/arm64/kvm/sys_regs.c "
+         "(access_arch_timer)",
+         detail=(KVMEXIT_DETAIL_SYSREG, ARM64_TIMER_REG), about="timer registers (Op0 3, Op1 3, CRn 14)"),
+    Rule("arm64-sysreg", frozenset({"SYS64"}), "the guest accesses system register {sysreg}, which KVM traps and "
+         "emulates", "the register's name says which feature uses it: the guest's kernel or software decides "
+         "how often", "arch/arm64/kvm/sys_regs.c (the trapped registers and their handlers)",
+         detail=(KVMEXIT_DETAIL_SYSREG, lambda d: True), about="any other register"),
+    Rule("arm64-mmio", frozenset({"DABT_LOW"}), "MMIO to page {page} of a device the VMM emulates: each access "
+         "a fault in the guest-physical translation, decoded by KVM and handed to the VMM", "virtio devices, whose notifications KVM "
+         "completes in the kernel (ioeventfd), in place of emulated ones", "arch/arm64/kvm/mmio.c "
+         "(io_mem_abort); Linux Documentation/virt/kvm/api.rst (KVM_IOEVENTFD)",
+         detail=(KVMEXIT_DETAIL_MMIO, lambda d: True), seen=("vmm",), about="an MMIO page"),
+    Rule("arm64-stage2-fault", frozenset({"DABT_LOW", "IABT_LOW"}), "guest memory the host had not mapped for "
+         "the guest: first touch, reclaimed or migrated pages, or write tracking for dirty logging", "back the "
+         "guest with huge pages and preallocate it (hugetlbfs with -mem-prealloc, or a memory backend with "
+         "prealloc=on)", "arch/arm64/kvm/mmu.c (kvm_handle_guest_abort, user_mem_abort); QEMU manual "
+         "(-mem-prealloc)", seen=("vmm",), about="no MMIO under the row"),
+    Rule("arm64-hvc", frozenset({"HVC64"}), "SMCCC calls to the hypervisor, mostly {hypercall}: "
+         "{hypercall_meaning}", "the calls are the guest's: power management (PSCI), firmware services, "
+         "mitigation queries at boot; frequent CPU_SUSPEND is the guest's idle", "Linux "
+         "Documentation/virt/kvm/arm/hypercalls.rst; arch/arm64/kvm/hypercalls.c (kvm_smccc_call_handler)",
+         detail=(KVMEXIT_DETAIL_HYPERCALL, lambda d: True), about="the top call"),
 )
 
-HYPERCALL_MEANING = {5: "a paravirtual spinlock's waiter woken (kvm-pv-unhalt)", 10: "paravirtual IPIs (kvm-pv-ipi)",
+HYPERCALL_MEANING = {0x84000000: "the guest asks KVM's PSCI version", 0x84000001: "a vCPU idles (PSCI CPU_SUSPEND)",
+                     0xC4000001: "a vCPU idles (PSCI CPU_SUSPEND)", 0x84000002: "a vCPU powers off (PSCI CPU_OFF)",
+                     0xC4000003: "a vCPU is brought up (PSCI CPU_ON)", 0x86000001: "the guest's ptp_kvm clock",
+                     0x80000001: "the guest asks which firmware mitigations exist",
+                     5: "a paravirtual spinlock's waiter woken (kvm-pv-unhalt)", 10: "paravirtual IPIs (kvm-pv-ipi)",
                      11: "a vCPU yielding to a preempted one (kvm-pv-sched-yield)",
                      12: "a confidential guest converting memory", 9: "the guest's clock paired with the host's"}
 
@@ -267,6 +327,10 @@ def _fields(detail):
     if detail.kind == KVMEXIT_DETAIL_HYPERCALL:
         return {"hypercall": n or "hypercall %d" % detail.value,
                 "hypercall_meaning": HYPERCALL_MEANING.get(detail.value, "see the documentation")}
+    if detail.kind == KVMEXIT_DETAIL_SYSREG:
+        return {"sysreg": n}
+    if detail.kind == KVMEXIT_DETAIL_WFX:
+        return {"wfx": n}
     return {}
 
 

@@ -19,7 +19,7 @@ import operator
 import struct
 
 from . import _libbpf
-from .abi import KVMEXIT_CACHE_REASONS, KVMEXIT_LAT_SLOTS, kvmexit_cache, kvmexit_lat
+from .abi import KVMEXIT_CACHE_REASONS, KVMEXIT_LAT_SLOTS, kvmexit_cache, kvmexit_detail_key, kvmexit_key, kvmexit_lat
 from .counts import CounterKey, DetailKey, LatencyStat
 from .errors import LibbpfError
 
@@ -33,7 +33,10 @@ DENSE_OFF = kvmexit_cache.dense.offset
 LAT = struct.Struct("<4Q%dQ" % KVMEXIT_LAT_SLOTS)
 DETAIL_KEY = struct.Struct("<IIIHBBQII")     # struct kvmexit_detail_key
 ENOTSUPP = 524  # the kernel's internal "operation not supported", seen by userspace
-assert CACHE_HEAD.size <= DENSE_OFF and LAT.size == LAT_SIZE
+# the formats are the contract's (abi.py mirrors kvm_exit.h; tests/test_objects.py checks it against the object)
+assert KEY.size == ct.sizeof(kvmexit_key) and DETAIL_KEY.size == ct.sizeof(kvmexit_detail_key)
+assert CACHE_HEAD.size == kvmexit_cache.reasons.offset + kvmexit_cache.reasons.size <= DENSE_OFF
+assert LAT.size == LAT_SIZE
 
 
 def possible_cpus():

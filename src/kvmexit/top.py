@@ -19,7 +19,8 @@ from .abi import KVMEXIT_VCPU_UNKNOWN
 from .errors import KvmexitError
 from .reasons import decode
 from .skeleton import Filter
-from .tracer import DEFAULT_MAX_ENTRIES, MODES, TraceOptions, Tracer
+from .frontend import trace_options, tracing_options
+from .tracer import Tracer
 
 GROUPS = ("vm", "thread", "reason")   # VM > reasons; VM > vCPU thread > reasons; reason > VMs
 SORTS = ("rate", "total", "name")
@@ -225,11 +226,8 @@ def _loop(stdscr, tracer, interval, stop):
 @click.option("-p", "--pid", type=click.IntRange(min=1), default=None, help="show this process (VM) only")
 @click.option("-i", "--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
               help="seconds between refreshes (the rates' interval)")
-@click.option("--mode", type=click.Choice(MODES), default="auto", show_default=True, help="attach mode")
-@click.option("--max-entries", type=click.IntRange(min=1, max=1 << 24), default=DEFAULT_MAX_ENTRIES,
-              show_default=True, help="capacity of the counts map, in (thread, reason) pairs")
 @click.option("--detail", is_flag=True, help="count KVM's events under the exits too, for x's port and MSR hints")
-@click.option("--calibrate", is_flag=True, hidden=True, help="show kvm:kvm_pio by port instead")
+@tracing_options
 def top(pid, interval, mode, max_entries, detail, calibrate):
     """A live full-screen view of exit rates, by VM, vCPU thread and reason.
 
@@ -241,8 +239,7 @@ def top(pid, interval, mode, max_entries, detail, calibrate):
     import sys
     if not sys.stdout.isatty():
         raise click.UsageError("top needs a terminal; for a log use kvmexit -i SECONDS")
-    tracer = Tracer(TraceOptions(Filter(tgid=pid or 0), mode, "kvm_pio" if calibrate else "kvm_exit", max_entries,
-                                 detail=detail))
+    tracer = Tracer(trace_options(mode, max_entries, calibrate, Filter(tgid=pid or 0), detail=detail))
     stop = [False]
 
     def on_signal(signum, frame):

@@ -133,7 +133,7 @@ def facts():
         "machine": os.uname().machine,
         # the kernel's KVM lines (VHE or nVHE); busybox's dmesg where the machine has no other
         "dmesg_kvm": [l for l in run(["dmesg"] if shutil.which("dmesg") else ["busybox", "dmesg"])["stdout"]
-                      .splitlines() if "kvm" in l][:20],
+                      .splitlines() if "kvm" in l],
         "release": os.uname().release,
         "cpus": os.cpu_count(),
         "cpu_flags": sorted(set(flags) & {"vmx", "svm", "ept", "npt", "hypervisor"}),
@@ -240,15 +240,16 @@ def perf():
     return {"programs": PERF_PROGRAMS[ARCH], "record": rec, "outs": outs, "reports": reports}
 
 
-# --explain's guest: port 0x80 writes dominate, halts come second
-EXPLAIN_PROGRAMS = ("sync,out:0x80:400,hlt:100,cpuid:10", "sync,out:0x80:300,hlt:80")
+# --explain's guest: port 0x80 writes (arm64: MMIO stores) dominate, halts (WFI) come second
+EXPLAIN_PROGRAMS = {"x86": ("sync,out:0x80:400,hlt:100,cpuid:10", "sync,out:0x80:300,hlt:80"),
+                    "arm64": ("sync,mmio:0x10001000:400,wfi:100,mrs:10", "sync,mmio:0x10001000:300,wfi:80")}
 KVM_PARAMS = ("halt_poll_ns", "halt_poll_ns_grow", "halt_poll_ns_shrink")
 
 
 def explain():
     """kvmexit --detail --explain over a guest's life, table and JSON, and
     the kvm module parameters its hints should show as read."""
-    g = Proc("guest", guest(EXPLAIN_PROGRAMS), stdin=True)
+    g = Proc("guest", guest(EXPLAIN_PROGRAMS[ARCH]), stdin=True)
     info = json.loads(g.expect(lambda l: l.startswith('{"pid"')))
     g.expect(lambda l: l.startswith('{"sync": 0}'))
     tracers = {fmt: Proc(fmt, ["kvmexit", "--verbose", "-p", info["pid"], "--detail", "--explain", "-o", fmt])
@@ -287,7 +288,7 @@ SCENARIOS = {"facts": facts, "selftest": selftests, "views": views, "perf": perf
 
 
 def main(argv):
-    every = ("facts", "selftest", "views", "perf") + (("explain",) if ARCH == "x86" else ())
+    every = ("facts", "selftest", "views", "perf", "explain")
     names = [n for n in (argv or ["all"]) for n in (every if n == "all" else (n,))]
     results = {}
     for name in names:
