@@ -18,7 +18,7 @@ class VmFacts:
     """One VM process: its command line's options that rules read, and how its vCPU threads are placed."""
     pid: int
     argv: list
-    options: dict            # "-cpu" -> "host,+x2apic", "-machine" -> "q35,...": first value of each
+    options: dict            # "-cpu" -> "host,+x2apic", "-machine" -> "q35,...": as QEMU takes them (_options)
     vcpus: int               # KVM vCPUs (its kvm-vcpu fds)
     affinity: dict = field(default_factory=dict)   # vCPU thread -> Cpus_allowed_list, as they are seen
 
@@ -53,7 +53,8 @@ class VmFacts:
         return name
 
     def cpu_flags(self):
-        """The -cpu option's flags: {"x2apic": True, "kvm-pv-unhalt": False, ...} ("+f", "-f", "f=on|off")."""
+        """The -cpu option's flags: {"x2apic": True, "kvm-pv-unhalt": False, ...} ("+f", "-f", "f=on|off",
+        and a bare "f", which QEMU takes as on)."""
         out = {}
         for part in (self.options.get("-cpu") or "").split(",")[1:]:
             if part[:1] in "+-" and part[1:]:
@@ -61,6 +62,8 @@ class VmFacts:
             elif "=" in part:
                 k, v = part.split("=", 1)
                 out[k] = v in ("on", "true", "yes")
+            elif part:
+                out[part] = True
         return out
 
 
@@ -71,9 +74,28 @@ class HostFacts:
     host_cpus: int = 0
     clocksource: str = None                      # the host's current clocksource
     vms: dict = field(default_factory=dict)      # pid -> VmFacts or None (gone)
+    memory: dict = field(default_factory=dict)   # host memory policy: MEMORY's names -> value read
 
 
 CLOCKSOURCE = "/sys/devices/system/clocksource/clocksource0/current_clocksource"
+# the host's memory policy, which moves or merges guest pages (EPT/NPF and stage-2 faults)
+MEMORY = {"numa_balancing": "/proc/sys/kernel/numa_balancing",
+          "thp": "/sys/kernel/mm/transparent_hugepage/enabled",
+          "ksm": "/sys/kernel/mm/ksm/run"}
+# QEMU options whose repeats QEMU merges into one list (QemuOptsList merge_lists)
+MERGED = ("-overcommit", "-machine", "-M")
+
+
+def read_memory(paths=MEMORY):
+    """{name: value} of the host's memory policy files; THP's [selected] mode."""
+    out = {}
+    for name, path in paths.items():
+        value = _read(path)
+        if value is None:
+            continue
+        m = re.search(r"\[(\w+)\]", value)
+        out[name] = m.group(1) if m else value
+    return out
 
 
 def _read(path):
@@ -102,11 +124,13 @@ def read_params(sys_module="/sys/module"):
 
 
 def _options(argv):
-    """The first value of each -option of a command line (QEMU style)."""
+    """Each -option of a command line as QEMU takes it: the repeats of a
+    merged one (MERGED) joined with ",", else the last value."""
     opts = {}
     for i, a in enumerate(argv[:-1]):
         if a.startswith("-") and not argv[i + 1].startswith("-"):
-            opts.setdefault("-" + a.lstrip("-"), argv[i + 1])
+            name = "-" + a.lstrip("-")
+            opts[name] = "%s,%s" % (opts[name], argv[i + 1]) if name in MERGED and name in opts else argv[i + 1]
     return opts
 
 
@@ -129,14 +153,15 @@ class Facts:
     """HostFacts read once: the host's at the first use, each VM's when it is
     first seen (its vCPU threads' placement as they come)."""
 
-    def __init__(self, sys_module="/sys/module", proc="/proc"):
-        self.sys_module, self.proc, self.host = sys_module, proc, None
+    def __init__(self, sys_module="/sys/module", proc="/proc", memory=MEMORY):
+        self.sys_module, self.proc, self.memory, self.host = sys_module, proc, memory, None
 
     def update(self, vms):
         """vms: {pid: tids} seen now; returns the HostFacts."""
         if self.host is None:
             params, notes = read_params(self.sys_module)
-            self.host = HostFacts(params, notes, os.cpu_count() or 0, _read(CLOCKSOURCE))
+            self.host = HostFacts(params, notes, os.cpu_count() or 0, _read(CLOCKSOURCE),
+                                  memory=read_memory(self.memory))
         for pid, tids in vms.items():
             if pid not in self.host.vms:
                 self.host.vms[pid] = read_vm(pid, tids, self.proc)
