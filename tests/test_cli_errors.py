@@ -58,8 +58,12 @@ def test_vcpu_of_a_process_that_is_no_vm():
     _one_line_error(r, 2, "PID %d has no vCPU 0 (it holds no KVM vCPU)" % p.pid)
 
 
-@pytest.mark.parametrize("bounding", ["-all", "-all,+bpf", "-all,+perfmon,+dac_override"])
-def test_without_the_capabilities(bounding):
+@pytest.mark.parametrize("bounding,missing", [("-all", "CAP_BPF and CAP_PERFMON are missing; run it with sudo or "
+                                                        "grant them"),
+                                              ("-all,+bpf", "CAP_PERFMON is missing; run it with sudo or grant it"),
+                                              ("-all,+perfmon,+dac_override", "CAP_BPF is missing; run it with sudo "
+                                                                              "or grant it")])
+def test_without_the_capabilities(bounding, missing):
     """uid 0 whose bounding set lacks CAP_SYS_ADMIN and one of CAP_BPF and
     CAP_PERFMON (exec then grants no more): the same user, so the checkout
     reads as before wherever it is, and only the capabilities differ."""
@@ -68,7 +72,8 @@ def test_without_the_capabilities(bounding):
     before = kvmexit_progs()
     r = subprocess.run(["setpriv", "--inh-caps=-all", "--bounding-set=" + bounding, "--"] + KVMEXIT + ["1"],
                        capture_output=True, text=True, timeout=30)
-    _one_line_error(r, 1, "kvmexit needs root (or CAP_BPF and CAP_PERFMON): run it with sudo")
+    _one_line_error(r, 1, "kvmexit needs CAP_BPF (loading its BPF programs and maps) and CAP_PERFMON (attaching "
+                          "them to tracepoints), or root: " + missing)
     assert_nothing_left(before)
 
 

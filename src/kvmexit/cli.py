@@ -112,7 +112,7 @@ def check_options(pid, tid, tids, vcpu, alltids, interval, count, cumulative, hi
                 pid, vcpu, "its vCPUs: " + ", ".join(map(str, sorted(have))) if have else "it holds no KVM vCPU"),
                 param_hint="'-v' / '--vcpu'")
     if not _caps_ok():
-        raise KvmexitError("kvmexit needs root (or CAP_BPF and CAP_PERFMON): run it with sudo")
+        raise KvmexitError(kernel.caps_error())
 
 
 def _note(text):

@@ -157,14 +157,38 @@ def _listen_addr(value):
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-def _write_textfile(path, registry):
-    """Rewrite the textfile: a temporary file beside it, renamed over it (atomic)."""
-    from prometheus_client import write_to_textfile
+def _umask():
+    """The process's umask, read without changing it (/proc/self/status, Linux 4.7+)."""
     try:
-        write_to_textfile(path, registry)
+        with open("/proc/self/status") as f:
+            return int(next(l for l in f if l.startswith("Umask:")).split()[1], 8)
+    except (OSError, StopIteration, ValueError):
+        return 0o022
+
+
+def _write_textfile(path, registry):
+    """Rewrite the textfile atomically and safely in a directory others may
+    write: the new content goes to a temporary file created exclusively
+    (O_CREAT | O_EXCL | O_NOFOLLOW, a random name: mkstemp) beside it, made
+    0644 less the umask (node_exporter reads it as another user), then renamed
+    over the textfile, which replaces a link there rather than following it."""
+    import tempfile
+    from prometheus_client import generate_latest
+    d, name = os.path.split(os.path.abspath(path))
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix="." + name + ".", suffix=".tmp", dir=d)
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o644 & ~_umask())
+            f.write(generate_latest(registry))
+        os.replace(tmp, path)
+        tmp = None
     except OSError as e:
         raise KvmexitError("cannot write the textfile %s: %s; give --textfile a path in a writable directory"
                            % (path, e.strerror)) from None
+    finally:
+        if tmp is not None:
+            os.unlink(tmp)
 
 
 def _check_textfile_dir(path):

@@ -14,15 +14,39 @@ TRACEFS_DIRS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
 
 
-def bpf_capable():
-    """CAP_SYS_ADMIN, or CAP_BPF + CAP_PERFMON, in the effective set: what
-    loading and attaching tracing programs takes (uid 0 without them cannot)."""
+# what loading and attaching kvmexit's programs takes: {capability: what needs it}
+NEEDED_CAPS = {CAP_BPF: ("CAP_BPF", "loading its BPF programs and maps"),
+               CAP_PERFMON: ("CAP_PERFMON", "attaching them to tracepoints")}
+
+
+def missing_caps():
+    """The names of NEEDED_CAPS not in the effective set ([] with CAP_SYS_ADMIN,
+    which stands for both); uid 0 without them cannot trace either."""
     try:
         with open("/proc/self/status") as f:
             eff = int(next(l for l in f if l.startswith("CapEff:")).split()[1], 16)
     except (OSError, StopIteration, ValueError):
-        return False
-    return bool(eff >> CAP_SYS_ADMIN & 1 or (eff >> CAP_BPF & 1 and eff >> CAP_PERFMON & 1))
+        return [name for name, _ in NEEDED_CAPS.values()]
+    if eff >> CAP_SYS_ADMIN & 1:
+        return []
+    return [name for cap, (name, _) in NEEDED_CAPS.items() if not eff >> cap & 1]
+
+
+def bpf_capable():
+    """CAP_SYS_ADMIN, or CAP_BPF + CAP_PERFMON, in the effective set."""
+    return not missing_caps()
+
+
+def caps_error():
+    """The one line that names the capabilities missing and what needs them."""
+    missing = missing_caps()
+    return ("kvmexit needs %s, or root: %s %s missing; run it with sudo or grant %s" % (
+        " and ".join("%s (%s)" % v for v in NEEDED_CAPS.values()), " and ".join(missing),
+        "is" if len(missing) == 1 else "are", "it" if len(missing) == 1 else "them"))
+
+
+class TracefsUnreadable(KvmexitError):
+    """tracefs is mounted, but readable by root only."""
 
 
 def tracefs(mount=True):
@@ -30,6 +54,10 @@ def tracefs(mount=True):
     for d in TRACEFS_DIRS:
         if os.path.isdir(os.path.join(d, "events")):
             return d
+    for d in TRACEFS_DIRS:
+        if os.path.ismount(d) and not os.access(d, os.R_OK | os.X_OK):
+            raise TracefsUnreadable("tracefs (%s) is readable by root only: the tracepoint mode needs "
+                                    "CAP_DAC_READ_SEARCH (or root)" % d)
     if mount and os.geteuid() == 0 and os.path.isdir(TRACEFS_DIRS[0]):
         import subprocess
         subprocess.run(["mount", "-t", "tracefs", "nodev", TRACEFS_DIRS[0]],

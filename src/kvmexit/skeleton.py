@@ -3,14 +3,15 @@
 it loads the object with exactly the programs asked for and the filter in
 .rodata, attaches them, reads the counters in the one order that keeps
 live reads consistent, and closes it all on one path."""
+import errno
 from dataclasses import dataclass
 
-from . import arch as arches, kernel, maps
+from . import arch as arches, maps
 from .abi import (KVMEXIT_MAX_TIDS, KVMEXIT_VCPU_ANY, MAP_CACHE, MAP_COUNTS, MAP_DETAILS, MAP_GENS, MAP_LAT,
                   MAP_PENDING, MAP_THREAD_VCPU, OBJECT_NAME)
 from .bpfobject import BpfObject, package_object
 from .counts import Snapshot
-from .errors import KvmexitError
+from .errors import KvmexitError, LibbpfError
 
 CORE_OBJECT = arches.X86.core_object
 LEGACY_OBJECT = arches.X86.legacy_object
@@ -90,10 +91,12 @@ class KvmExitObject:
         if self.entry_prog:
             self.obj.attach(self.entry_prog, kind, "kvm_entry")
         for tp, prog in self.detail_programs.items():
-            if not kernel.event_exists("kvm", tp):
+            try:
+                self.obj.attach(prog, "raw_tp", tp)
+            except LibbpfError as e:
+                if e.errno != errno.ENOENT:      # no such tracepoint in this kernel: absent, said once
+                    raise
                 self.absent.append(tp)
-                continue
-            self.obj.attach(prog, "raw_tp", tp)
 
     def detach(self):
         """Stop counting; the maps stay readable until close()."""

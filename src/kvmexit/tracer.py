@@ -144,7 +144,7 @@ def plan(source, mode, kbtf, need_vcpu=False, tp_ok=True, tp_vcpu=True, arch=arc
 def _hint(err):
     """The fix for an attach/load failure, where there is an obvious one."""
     if isinstance(err, LibbpfError) and err.errno in (errno.EPERM, errno.EACCES) and not kernel.bpf_capable():
-        return "kvmexit needs root (or CAP_BPF and CAP_PERFMON)"
+        return kernel.caps_error()
     return None
 
 
@@ -173,11 +173,20 @@ class Tracer:
         arch = self.arch = arches.current()
         if not arch.calibration and o.source != "kvm_exit":
             plan(o.source, o.mode, kernel.KernelBtf(), arch=arch)      # says why not
-        fields, _ = kernel.event_format("kvm", o.source)
-        tp_ok = kernel.check_tp_layout(arch.name, o.source, fields)
+        unreadable = None
+        try:
+            fields, _ = kernel.event_format("kvm", o.source)
+        except kernel.TracefsUnreadable as e:
+            # least privilege (CAP_BPF and CAP_PERFMON): tp_btf and raw_tp need no tracefs
+            if o.mode == "tracepoint":
+                raise
+            unreadable, fields = e, {}
+        tp_ok = fields and kernel.check_tp_layout(arch.name, o.source, fields)
         tp_vcpu = fields.get("vcpu_id") == TP_VCPU_ID
         self.kbtf = kernel.probe_btf() if self.kbtf is None else self.kbtf
         attempts, self.notes = plan(o.source, o.mode, self.kbtf, o.filt.vcpu is not None, tp_ok, tp_vcpu, arch)
+        if unreadable is not None:
+            self.notes.append("%s; tracepoint mode is left out" % unreadable)
         if any(a.kind == "tracepoint" for a in attempts):
             kernel.debugfs_for_old_libbpf(_libbpf.load().version)
         for a in attempts:

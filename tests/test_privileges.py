@@ -1,0 +1,100 @@
+# SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+"""Least privilege, measured: kvmexit run as a user that is not root (uid
+65534, no groups) with exactly CAP_BPF and CAP_PERFMON as ambient
+capabilities counts the built-in guest exactly, its --detail included;
+with either removed it says in one line which is missing and what needs
+it; tracefs, root-only, is what the tracepoint mode alone needs
+(CAP_DAC_READ_SEARCH), and without it that mode is left out with a note.
+
+That user cannot read a checkout under /root: it runs a world-readable
+copy of the package and click, made here."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+import click
+import kvmexit
+from helpers import GuestProc, assert_nothing_left, kvmexit_progs, spawn, started
+
+pytestmark = [pytest.mark.bpf, pytest.mark.kvm]
+NOBODY = "65534"
+MINIMAL = ("bpf", "perfmon")
+
+
+@pytest.fixture(scope="module")
+def readable_copy():
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root, to run kvmexit as another user with chosen capabilities")
+    d = Path(tempfile.mkdtemp(prefix="kvmexit-unpriv-", dir="/tmp"))
+    for pkg in (kvmexit, click):
+        src = Path(pkg.__file__).parent
+        shutil.copytree(src, d / src.name, ignore=shutil.ignore_patterns("__pycache__"))
+    for p in [d] + list(d.rglob("*")):
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    yield d
+    shutil.rmtree(d)
+
+
+def as_user(copy, caps, *args):
+    """argv: kvmexit as uid 65534 with exactly caps, ambient (what a unit's AmbientCapabilities= gives)."""
+    setcaps = ",".join("+" + c for c in caps) or "-all"
+    return ["setpriv", "--reuid", NOBODY, "--regid", NOBODY, "--clear-groups", "--no-new-privs",
+            "--inh-caps", setcaps, "--ambient-caps", setcaps, "--bounding-set", "-all" + ("," + setcaps if caps else ""),
+            "--", "env", "PYTHONPATH=%s" % copy, "PYTHONDONTWRITEBYTECODE=1", sys.executable, "-m", "kvmexit"] + \
+        [str(a) for a in args]
+
+
+def test_exact_counts_with_cap_bpf_and_cap_perfmon_only(readable_copy):
+    g = GuestProc(["sync,out:0x80:300,rdmsr:4,hlt:2,sync", "sync,out:0x81:200,sync"])
+    t = started(spawn(as_user(readable_copy, MINIMAL, "--calibrate", "--verbose", "-p", g.pid, "--detail",
+                              "-o", "json"), stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    assert t.attached.startswith("kvmexit: attached tp_btf")
+    g.release()
+    assert json.loads(g.p.stdout.readline()) == {"sync": 1}
+    t.send_signal(2)
+    out, err = t.communicate(timeout=60)
+    g.finish()
+    assert t.returncode == 0, err
+    rec = json.loads(out)
+    counts = {(e["tid"], e["reason_name"]): e["count"] for e in rec["exits"]}
+    # released once: each vCPU's program from its first sync to its second, that sync's out included
+    assert counts == {(g.tids[0], "PORT_0x0080"): 300, (g.tids[0], "PORT_0x00f5"): 1,
+                      (g.tids[1], "PORT_0x0081"): 200, (g.tids[1], "PORT_0x00f5"): 1}
+    details = {(e["reason_name"], d["kind"], d["value"]): d["count"] for e in rec["exits"] for d in e["detail"]}
+    assert details[("PORT_0x0080", "msr", 0x1A0)] == 4 and details[("PORT_0x0080", "userspace", 5)] == 2
+    assert (rec["drops"], rec["skipped"]) == (0, 0)
+    # the degraded feature is said: tracefs is root-only, the tracepoint mode left out
+    assert "kvmexit: note: tracefs (/sys/kernel/tracing) is readable by root only: the tracepoint mode needs " \
+           "CAP_DAC_READ_SEARCH (or root); tracepoint mode is left out" in err.splitlines()
+
+
+@pytest.mark.parametrize("caps,missing", [(("perfmon",), "CAP_BPF is missing"), (("bpf",), "CAP_PERFMON is missing"),
+                                          ((), "CAP_BPF and CAP_PERFMON are missing")])
+def test_each_capability_removed_is_named(readable_copy, caps, missing):
+    before = kvmexit_progs()
+    r = subprocess.run(as_user(readable_copy, caps, "--calibrate", "1"), capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stdout) == (1, "")
+    assert r.stderr.splitlines() == [
+        "kvmexit: kvmexit needs CAP_BPF (loading its BPF programs and maps) and CAP_PERFMON (attaching them to "
+        "tracepoints), or root: %s; run it with sudo or grant %s" % (missing, "them" if not caps else "it")]
+    assert_nothing_left(before)
+
+
+def test_tracepoint_mode_names_what_it_needs(readable_copy):
+    r = subprocess.run(as_user(readable_copy, MINIMAL, "--calibrate", "--mode", "tracepoint", "1"),
+                       capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stdout) == (1, "")
+    assert r.stderr.splitlines() == ["kvmexit: tracefs (/sys/kernel/tracing) is readable by root only: the "
+                                     "tracepoint mode needs CAP_DAC_READ_SEARCH (or root)"]
+    # with that capability too, it runs
+    before = kvmexit_progs()
+    r = subprocess.run(as_user(readable_copy, MINIMAL + ("dac_read_search",), "--calibrate", "--mode", "tracepoint",
+                               "--verbose", "0"), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "kvmexit: attached tracepoint (handle_kvm_pio_tp)" in r.stderr, r.stderr
+    assert_nothing_left(before)
