@@ -16,7 +16,7 @@ DESTDIR ?=
 # build and test tools; the .deb test also needs the Debian packaging tools
 APT_PACKAGES := clang llvm libbpf-dev libbpf1 bpftool python3-venv python3-pip strace tmux \
 	debhelper dh-python pybuild-plugin-pyproject python3-hatchling python3-all python3-click \
-	dpkg-dev man-db
+	dpkg-dev man-db openssl systemd
 # the kernel matrix (tests/kernels): emulators, and what builds their boot media
 APT_PACKAGES += qemu-system-x86 qemu-system-arm bochs bochsbios vgabios bochs-term isolinux syslinux-common xorriso \
 	busybox-static kmod xz-utils zstd e2fsprogs linux-perf

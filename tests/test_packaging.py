@@ -169,6 +169,11 @@ def test_deb_builds_installs_runs_and_purges(tmp_path):
         for o in OBJECTS:
             installed = Path("/usr/lib/python3/dist-packages/kvmexit/bpf", o).read_bytes()
             assert installed == (REPO / "src/kvmexit/bpf" / o).read_bytes(), o
+        # the exporter's unit, as shipped, and its system user, created (not its service started)
+        assert Path("/usr/lib/systemd/system/kvmexit-exporter.service").read_text() == \
+            (REPO / "contrib/kvmexit-exporter.service").read_text()
+        user = subprocess.run(["getent", "passwd", "kvmexit"], capture_output=True, text=True).stdout.split(":")
+        assert (user[0], user[5], user[6].strip()) == ("kvmexit", "/nonexistent", "/usr/sbin/nologin")
         _check_runs(["/usr/sbin/kvmexit"], SYSTEM_PATH)
     finally:
         r = subprocess.run(["apt-get", "-o", "DPkg::Lock::Timeout=600", "purge", "-y", "-qq", "kvmexit"], capture_output=True, text=True,

@@ -10,7 +10,9 @@ That user cannot read a checkout under /root: it runs a world-readable
 copy of the package and click, made here."""
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -20,7 +22,7 @@ import pytest
 
 import click
 import kvmexit
-from helpers import GuestProc, assert_nothing_left, kvmexit_progs, spawn, started
+from helpers import REPO, GuestProc, assert_nothing_left, free_port, kvmexit_progs, scrape, spawn, started
 
 pytestmark = [pytest.mark.bpf, pytest.mark.kvm]
 NOBODY = "65534"
@@ -32,7 +34,8 @@ def readable_copy():
     if os.geteuid() != 0 or not shutil.which("setpriv"):
         pytest.skip("needs root, to run kvmexit as another user with chosen capabilities")
     d = Path(tempfile.mkdtemp(prefix="kvmexit-unpriv-", dir="/tmp"))
-    for pkg in (kvmexit, click):
+    import prometheus_client
+    for pkg in (kvmexit, click, prometheus_client):
         src = Path(pkg.__file__).parent
         shutil.copytree(src, d / src.name, ignore=shutil.ignore_patterns("__pycache__"))
     for p in [d] + list(d.rglob("*")):
@@ -98,3 +101,66 @@ def test_tracepoint_mode_names_what_it_needs(readable_copy):
                                "--verbose", "0"), capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "kvmexit: attached tracepoint (handle_kvm_pio_tp)" in r.stderr, r.stderr
     assert_nothing_left(before)
+
+
+# -- the exporter's systemd unit --------------------------------------------------------
+UNIT = REPO / "contrib" / "kvmexit-exporter.service"
+
+
+def unit_service():
+    """{key: [values]} of the unit's [Service] section."""
+    out, section = {}, None
+    for line in UNIT.read_text().splitlines():
+        line = line.strip()
+        if line.startswith("["):
+            section = line
+        elif section == "[Service]" and "=" in line and not line.startswith("#"):
+            k, v = line.split("=", 1)
+            out.setdefault(k, []).append(v)
+    return out
+
+
+def test_unit_exposure_is_low():
+    """systemd's own analysis of the shipped file: 2.0 or below."""
+    if not shutil.which("systemd-analyze"):
+        pytest.skip("systemd-analyze not found: apt-get install systemd (make test installs it)")
+    r = subprocess.run(["systemd-analyze", "security", "--offline=yes", str(UNIT)], capture_output=True, text=True)
+    m = re.search(r"Overall exposure level for kvmexit-exporter.service: (\d+\.\d+)", r.stdout + r.stderr)
+    assert m, r.stdout + r.stderr
+    assert float(m.group(1)) <= 2.0, r.stdout
+
+
+def test_exporter_serves_under_the_units_restrictions(readable_copy):
+    """The unit's user (here uid 65534), capabilities, NoNewPrivileges, UMask,
+    ProtectSystem=strict, ProtectHome, PrivateTmp and MemoryDenyWriteExecute,
+    applied by unshare, setpriv and prctl (tests/unitns.py) where systemd
+    does not run: the exporter starts, and a scrape counts the guest exactly.
+    (SystemCallFilter, RestrictAddressFamilies and the other seccomp-made
+    restrictions are checked by systemd-analyze only.)"""
+    svc = unit_service()
+    caps = [c.lower().replace("cap_", "") for c in svc["AmbientCapabilities"][0].split()]
+    assert caps == [c.lower().replace("cap_", "") for c in svc["CapabilityBoundingSet"][0].split()]
+    for key, value in (("NoNewPrivileges", "yes"), ("ProtectSystem", "strict"), ("ProtectHome", "yes"),
+                       ("PrivateTmp", "yes"), ("MemoryDenyWriteExecute", "yes")):
+        assert svc[key] == [value], key
+    exec_start = svc["ExecStart"][0].split()
+    assert exec_start[:3] == ["/usr/sbin/kvmexit", "exporter", "--listen"]
+    port = free_port()
+    argv = as_user("/mnt", tuple(caps), "exporter", "--listen", "127.0.0.1:%d" % port, *exec_start[4:])
+    g = GuestProc(["sync,out:0x80:300,hlt:3,sync", "sync,out:0x81:200,sync"])
+    cmd = ["unshare", "--mount", "--propagation", "private", sys.executable, str(REPO / "tests/unitns.py"),
+           str(readable_copy), svc["UMask"][0], "--"] + argv + ["--calibrate", "-p", str(g.pid)]
+    exp = spawn(cmd, stderr=subprocess.PIPE)
+    line = exp.stderr.readline()
+    assert line.startswith("kvmexit exporter: tp_btf mode, http://127.0.0.1:%d/metrics" % port), \
+        line + exp.stderr.read()
+    g.release()
+    assert json.loads(g.p.stdout.readline()) == {"sync": 1}
+    samples = scrape("127.0.0.1:%d" % port)
+    exits = {(dict(k[1])["vcpu"], dict(k[1])["reason"]): v for k, v in samples.items()
+             if k[0] == "kvmexit_exits_total"}          # --by vcpu, as ExecStart has it; the value written: the vCPU
+    assert exits == {("0", "PORT_0x0080"): 300.0, ("1", "PORT_0x0081"): 200.0, ("0", "PORT_0x00f5"): 1.0,
+                     ("1", "PORT_0x00f5"): 1.0}
+    g.finish()
+    exp.send_signal(signal.SIGTERM)
+    assert exp.wait(30) == 0

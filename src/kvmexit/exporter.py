@@ -22,7 +22,7 @@ import time
 
 import click
 
-from . import __version__, details, procinfo, report
+from . import __version__, details, procinfo, report, webconfig
 from .abi import KVMEXIT_LAT_SLOTS, KVMEXIT_VCPU_UNKNOWN
 from .counts import slot_bounds
 from .errors import KvmexitError
@@ -204,6 +204,9 @@ def _stop(signum, frame):
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--listen", default=None, metavar="ADDR:PORT", help="serve /metrics here, e.g. 127.0.0.1:9476")
+@click.option("--web-config", default=None, metavar="FILE",
+              help="TLS, client certificates and basic auth for --listen, in node_exporter's web configuration "
+                   "format (exporter-toolkit's)")
 @click.option("--textfile", default=None, metavar="PATH",
               help="also rewrite this node_exporter textfile (atomically) every --interval seconds")
 @click.option("--interval", type=click.FloatRange(min=0.05), default=15.0, show_default=True,
@@ -214,16 +217,18 @@ def _stop(signum, frame):
 @click.option("--latency", is_flag=True, help="also export exit-to-entry times (a histogram per series)")
 @click.option("--detail", is_flag=True, help="also export KVM's events under the exits (port, MSR, ...)")
 @tracing_options
-def exporter(listen, textfile, interval, by, pid, mode, max_entries, latency, detail, calibrate):
+def exporter(listen, web_config, textfile, interval, by, pid, mode, max_entries, latency, detail, calibrate):
     """Export KVM exit counts to Prometheus (/metrics and/or a textfile)."""
     if not listen and not textfile:
         raise click.UsageError("give --listen ADDR:PORT, --textfile PATH, or both")
+    if web_config and not listen:
+        raise click.UsageError("--web-config secures --listen: give --listen ADDR:PORT too")
     options = trace_options(mode, max_entries, calibrate, Filter(tgid=pid or 0), latency, detail)
     addr = _listen_addr(listen) if listen else None
     if textfile:
         _check_textfile_dir(textfile)
+    web = webconfig.load(web_config) if web_config else None
     try:
-        from prometheus_client import start_http_server
         from prometheus_client.core import CollectorRegistry
     except ImportError:
         raise KvmexitError("the exporter needs prometheus-client: pip install prometheus-client "
@@ -238,11 +243,12 @@ def exporter(listen, textfile, interval, by, pid, mode, max_entries, latency, de
             _write_textfile(textfile, registry)     # a directory that cannot be written: said at once
         if addr:
             try:
-                start_http_server(addr[1], addr=addr[0], registry=registry)
+                webconfig.serve(addr[0], addr[1], registry, web)
             except OSError as e:
                 raise KvmexitError("cannot listen on %s: %s" % (listen, e.strerror)) from None
+        scheme = "https" if web is not None and web.tls is not None else "http"
         click.echo("kvmexit exporter: %s mode%s%s" % (
-            tracer.attached.kind, ", http://%s/metrics" % listen if addr else "",
+            tracer.attached.kind, ", %s://%s/metrics" % (scheme, listen) if addr else "",
             ", textfile %s every %gs" % (textfile, interval) if textfile else ""), err=True)
         while True:
             time.sleep(interval if textfile else 3600)
