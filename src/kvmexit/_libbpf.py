@@ -291,7 +291,8 @@ def _print_cb(level, fmt, ap):
 
 
 def set_log_sink(sink):
-    """Route libbpf's messages to sink(level, text); None drops them."""
+    """Route libbpf's messages to sink(level, text); None drops them, in
+    libbpf (no callback: hundreds of messages a load, none formatted)."""
     global _log_sink
     _log_sink = sink
-    load().libbpf_set_print(ct.cast(_print_cb, c_void_p))
+    load().libbpf_set_print(ct.cast(_print_cb, c_void_p) if sink is not None else None)

@@ -7,7 +7,7 @@ import time
 
 import click
 
-from . import hints, hostfacts, kernel, output, procinfo, report
+from . import kernel, output, procinfo, report
 from .counts import Snapshot
 
 
@@ -25,7 +25,10 @@ class Emitter:
     def __init__(self, fmt, view, wide, top, latency, hist, max_entries, mode, detail=False, explain=False):
         self.fmt, self.view = fmt, view
         self.wide, self.top, self.latency, self.hist, self.detail = wide, top, latency, hist, detail
-        self.explain, self.facts = explain, hostfacts.Facts()
+        self.explain, self.facts = explain, None
+        if explain:                     # its rules and facts, imported only when asked for (start-up time)
+            from . import hostfacts
+            self.facts = hostfacts.Facts()
         self.max_entries, self.mode = max_entries, mode
         self.names = procinfo.Names()
         self.names_wanted = fmt != "table" or wide or explain
@@ -49,6 +52,7 @@ class Emitter:
     def _hints(self, snap, seconds):
         if not self.explain:
             return None
+        from . import hints
         return hints.explain(snap, self.facts.seen(snap.totals), self.names, seconds)
 
     def emit(self, snap, interval=None, stamp=False, seconds=None):
