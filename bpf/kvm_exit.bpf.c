@@ -172,7 +172,8 @@ struct exit_event {
 	__u8 flags;		/* KVMEXIT_KEY_* */
 	__u8 _pad[3];
 	__u32 vcpu_id;		/* read only when the event's thread does not own the cache */
-	__u32 vcpu_gen;		/* arm64: vcpu_moves when vcpu_id was read */
+	__u32 _pad1;
+	__u64 vcpu_tag;		/* struct kvmexit_cache's, of this event */
 };
 
 static __always_inline bool tid_wanted(__u32 tid)
@@ -243,7 +244,7 @@ static __always_inline bool take_cache(struct kvmexit_cache *c, const struct exi
 	c->key.vcpu = vcpu_id < KVMEXIT_VCPU_UNKNOWN ? vcpu_id : KVMEXIT_VCPU_UNKNOWN;
 	c->key.isa = ev->owner >> KVMEXIT_OWNER_ISA_SHIFT;
 	c->key.flags = 0;
-	c->vcpu_gen = ev->vcpu_gen;
+	c->vcpu_tag = ev->vcpu_tag;
 	barrier();
 	g->gen++;
 	return true;
@@ -260,7 +261,7 @@ static __noinline int count_slow(struct kvmexit_cache *c, const struct exit_even
 	struct kvmexit_key key;
 	__u64 n, r, *val;
 
-	if ((c->owner != ev->owner || c->vcpu_gen != ev->vcpu_gen) && !take_cache(c, ev))
+	if ((c->owner != ev->owner || c->vcpu_tag != ev->vcpu_tag) && !take_cache(c, ev))
 		return 1;
 	key = c->key;
 	key.reason = ev->reason;
@@ -382,22 +383,28 @@ static __always_inline void count_entry(void)
 static __always_inline void count_exit(__u32 reason, __u8 flags, __u8 isa, enum vcpu_src vcpu_src,
 				       const void *vcpu_ptr, __u32 vcpu_aux)
 {
-	__u64 owner = KVMEXIT_OWNER(bpf_get_current_pid_tgid(), isa);
+	__u64 owner = KVMEXIT_OWNER(bpf_get_current_pid_tgid(), isa), tag = 0;
 	struct kvmexit_cache *c;
-	__u32 zero = 0, gen = 0;
+	__u32 zero = 0;
 	__u64 *n, idx;
 
 	c = bpf_map_lookup_elem(&cache, &zero);
 	if (!c)
 		return;
+	/* the event's vCPU tag (struct kvmexit_cache): vcpu_src is a constant here */
+	if (vcpu_src == VCPU_KVM)
+		tag = (__u64)vcpu_ptr;
+	else if (vcpu_src == VCPU_CONST)
+		tag = vcpu_aux;
 #if KVMEXIT_ARCH_ARM64
-	gen = vcpu_moves;
+	else if (vcpu_src == VCPU_THREAD)
+		tag = vcpu_moves;
 #endif
 	/* one register for the bound and the index: older verifiers (5.10)
 	 * take a bound checked on one copy of a value as none on another */
 	idx = reason;
 	barrier_var(idx);
-	if (c->owner == owner && (!KVMEXIT_ARCH_ARM64 || c->vcpu_gen == gen) && idx < KVMEXIT_DENSE && !flags) {
+	if (c->owner == owner && c->vcpu_tag == tag && idx < KVMEXIT_DENSE && !flags) {
 		n = &c->dense[idx];
 		if (*n) {
 			(*n)++;
@@ -405,9 +412,9 @@ static __always_inline void count_exit(__u32 reason, __u8 flags, __u8 isa, enum 
 		}
 	}
 	{
-		struct exit_event ev = {.owner = owner, .reason = reason, .flags = flags, .vcpu_gen = gen};
+		struct exit_event ev = {.owner = owner, .reason = reason, .flags = flags, .vcpu_tag = tag};
 
-		ev.vcpu_id = c->owner == owner && c->vcpu_gen == gen ? 0 : vcpu_id_of(vcpu_src, vcpu_ptr, vcpu_aux);
+		ev.vcpu_id = c->owner == owner && c->vcpu_tag == tag ? 0 : vcpu_id_of(vcpu_src, vcpu_ptr, vcpu_aux);
 		if (count_slow(c, &ev))
 			return;
 	}

@@ -82,7 +82,12 @@ struct kvmexit_cache {
 	__u64 undetailed;	/* --detail: events not counted, the details map was full */
 	__u32 nreasons;		/* entries of reasons[] in use */
 	__u16 reasons[KVMEXIT_CACHE_REASONS];	/* the owner's reasons in dense[] */
-	__u32 vcpu_gen;		/* arm64: vcpu_moves when the owner took the cache */
+	__u32 _pad;
+	/* the owner's vCPU as its events name it when it took the cache: the
+	 * struct kvm_vcpu pointer (tp_btf, raw_tp), the record's vcpu_id
+	 * (tracepoint), arm64's vcpu_moves; another one takes the cache again,
+	 * so a thread that runs another vCPU never counts under the old one */
+	__u64 vcpu_tag;
 	__u64 dense[KVMEXIT_DENSE];	/* count of (owner, reason); 0: not here */
 };
 

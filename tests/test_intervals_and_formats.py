@@ -362,7 +362,7 @@ def test_dashboard_queries_name_served_metrics():
         served = {k[0] for k in scrape(addr)}
     finally:
         exp.send_signal(signal.SIGTERM)
-        exp.communicate(timeout=30)
+        exp_err = exp.communicate(timeout=30)[1]
 
     class Stub:
         options = TraceOptions(latency=True)
@@ -410,11 +410,11 @@ def test_exporter_counts_equal_the_cli(tmp_path):
         assert reads > len(inodes)
     finally:
         exp.send_signal(signal.SIGTERM)
-        exp.communicate(timeout=30)
+        exp_err = exp.communicate(timeout=30)[1]
         cli.send_signal(signal.SIGINT)
         record = json.loads(cli.communicate(timeout=30)[0])
         g.finish()
-    assert exp.returncode == 0
+    assert exp.returncode == 0, exp_err
     exits = {k: v for k, v in samples.items() if k[0] == "kvmexit_exits_total"}
     want = {}
     for i, tid in enumerate(g.tids):

@@ -166,6 +166,31 @@ def test_exact_counts_per_kernel_layout(kname, vendor, corpus, merged, fakemem, 
 
 
 @pytest.mark.corpus
+@pytest.mark.parametrize("kname", ["6.1", "newest"])
+def test_vcpu_moved_to_another_thread(kname, corpus, merged, fakemem, workers):
+    """vCPU 3 runs on thread a, then on thread b while a runs vCPU 7, on one
+    CPU: each exit under the vCPU its thread ran then, though a owned the
+    cache with vCPU 3 (the cache keeps the vcpu pointer it was taken with)."""
+    layout = layouts(kname)
+    a, b, _ = workers
+    b.move(a.cpu)
+    obj = core(_program(layout), merged(kname, VENDORS["vmx"][0]))
+    f = Firer(fakemem, layout, "vmx", obj)
+    r1 = REASONS["vmx"][0]
+    try:
+        f.fire(a, 0, 3, r1, 4)
+        f.fire(a, 1, 7, r1, 3)         # a now runs vCPU 7: its cache is taken again
+        f.fire(b, 0, 3, r1, 2)         # and b runs vCPU 3
+        f.fire(a, 1, 7, r1, 1)
+        got, drops = counts(obj)
+    finally:
+        obj.close()
+    pid = os.getpid()
+    assert (got, drops) == ({(pid, a.tid, r1, 3, f.isa, 0): 4, (pid, a.tid, r1, 7, f.isa, 0): 4,
+                             (pid, b.tid, r1, 3, f.isa, 0): 2}, 0)
+
+
+@pytest.mark.corpus
 @pytest.mark.parametrize("kname", ["6.12", "newest"])
 def test_more_reasons_than_cache_slots(kname, corpus, merged, fakemem, workers):
     a, b, _ = workers

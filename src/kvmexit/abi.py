@@ -63,7 +63,8 @@ class kvmexit_cache(ct.Structure):
         ("undetailed", ct.c_uint64),
         ("nreasons", ct.c_uint32),
         ("reasons", ct.c_uint16 * KVMEXIT_CACHE_REASONS),
-        ("vcpu_gen", ct.c_uint32),
+        ("_pad", ct.c_uint32),
+        ("vcpu_tag", ct.c_uint64),
         ("dense", ct.c_uint64 * KVMEXIT_DENSE),
     ]
 
@@ -118,7 +119,7 @@ class kvmexit_tp_msr(ct.Structure):
 
 
 assert ct.sizeof(kvmexit_key) == 16
-assert ct.sizeof(kvmexit_cache) == 72 + 8 * KVMEXIT_DENSE
+assert ct.sizeof(kvmexit_cache) == 80 + 8 * KVMEXIT_DENSE
 assert ct.sizeof(kvmexit_detail_key) == 32
 assert ct.sizeof(kvmexit_pending) == 24
 assert ct.sizeof(kvmexit_lat) == 32 + 8 * KVMEXIT_LAT_SLOTS

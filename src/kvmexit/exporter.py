@@ -187,8 +187,11 @@ def _write_textfile(path, registry):
         raise KvmexitError("cannot write the textfile %s: %s; give --textfile a path in a writable directory"
                            % (path, e.strerror)) from None
     finally:
-        if tmp is not None:
-            os.unlink(tmp)
+        if tmp is not None:             # not renamed: gone (a signal may have come after the rename)
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
 
 
 def _check_textfile_dir(path):
