@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 """The built-in guest's programs: parsing, the exits they cause, the
 machine code, and what it says when /dev/kvm is unusable."""
+import json
 import struct
 
 import pytest
@@ -132,3 +133,38 @@ def test_arm64_machine_code_is_what_an_assembler_makes(tmp_path):
         b .
     """
     assert mine == _clang_a64(asm, tmp_path)
+
+
+@pytest.mark.bpf
+@pytest.mark.kvm
+def test_rotate_moves_vcpus_between_threads():
+    """kvmexit guest --rotate: after each sync each thread runs the next vCPU,
+    as an independent ftrace count of kvm_pio (by thread, the vCPU id
+    written, port) shows; kvmexit counts each thread's ports the same."""
+    from helpers import Ftrace, GuestProc, calibrated, stop_all
+    ft = Ftrace()
+    try:
+        g = GuestProc(["sync,out:0x80:10,sync,out:0x80:20", "sync,out:0x81:30,sync,out:0x81:40"], migrate=None,
+                      extra=["--rotate"])
+        t = calibrated("-p", g.pid, "-a", "-o", "json")
+        g.release()
+        assert json.loads(g.p.stdout.readline()) == {"sync": 1}
+        g.finish()
+        out = stop_all({"t": t})["t"]
+        seen = ft.counts(set(g.tids))
+    finally:
+        ft.close()
+    a, b = g.tids
+    # phase 1 (after sync 0): thread a runs vCPU 1, b vCPU 0; phase 2 (after sync 1): back
+    assert seen == {(a, 1, 0x81): 30, (a, 1, 0xF5): 1, (b, 0, 0x80): 10, (b, 0, 0xF5): 1,
+                    (a, 0, 0x80): 20, (a, 0, 0xF4): 1, (b, 1, 0x81): 40, (b, 1, 0xF4): 1,
+                    (a, 0, 0xF5): 1, (b, 1, 0xF5): 1}
+    rec = json.loads(out)
+    mine = {(e["tid"], e["reason"]): e["count"] for e in rec["exits"]}
+    want = {}
+    for (tid, _, port), n in seen.items():
+        want[(tid, port)] = want.get((tid, port), 0) + n
+    # the tracer attached after each thread's first sync (port 0xf5)
+    want[(a, 0xF5)] -= 1
+    want[(b, 0xF5)] -= 1
+    assert mine == want

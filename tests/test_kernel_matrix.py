@@ -11,7 +11,7 @@ import pytest
 
 from helpers import dashboard_metrics
 from kernels import expect
-from kernels.inside import EXPLAIN_PROGRAMS, PERF_PROGRAMS, VIEWS_PROGRAMS
+from kernels.inside import EXPLAIN_PROGRAMS, MOVES_PROGRAMS, PERF_PROGRAMS, VIEWS_PROGRAMS
 from kernels.matrix import MACHINES
 from kvmexit import __version__, details
 from kvmexit.abi import KVMEXIT_DIR_NONE
@@ -441,3 +441,30 @@ def test_explain_hints_the_guests_dominant_exits(run):
     assert "Hints (--explain):" in table
     assert any(l.startswith("  PID %d %s: " % (e["pid"], io[1])) and "seen: vmm = kvmexit, -cpu = (not given)" in l
                for l in table)
+
+
+def test_vcpus_moved_between_threads_exact(run):
+    """kvmexit guest --rotate: thread i runs vCPU i+1 after the first release
+    and vCPU i after the second; each exit is under the vCPU its thread ran
+    then, in -p -a and in -p -v 1 (x86: the cache keeps the kvm_vcpu
+    pointer, or the record's vcpu_id; arm64: the kprobe's record of each
+    thread's vCPU)."""
+    m = run.results["moves"]
+    isa, a = _isa(run), arch(run)
+    for name in ("all", "vcpu1", "guest"):
+        assert m["outs"][name]["rc"] == 0, m["outs"][name]["stderr"]
+    tids, progs = m["tids"], MOVES_PROGRAMS[a]
+    ran = {}                                            # {(tid, vCPU index, reason): n}
+    for k in (1, 2):                                    # phase 0 ran before the tracers attached
+        for i, tid in enumerate(tids):
+            v = (i + k) % len(tids)                     # the vCPU thread i runs in phase k
+            for reason, n in expect.steps_exits(expect.phases(progs[v], a)[k], isa).items():
+                ran[(tid, v, reason)] = ran.get((tid, v, reason), 0) + n
+    rows, rec = expect.json_rows(m["outs"]["all"]["stdout"])
+    assert rec["drops"] == 0
+    want = expect.collapse(ran, lambda t, v, r: (t, vcpu_id(run, v), r))
+    expect.short_of(expect.only(rows, expect.program_reasons(isa)), want, rec["skipped"])
+    # -v 1 takes a mode that reads vCPU ids wherever auto mode cannot (5.10: the tracepoint)
+    rows, rec = expect.json_rows(m["outs"]["vcpu1"]["stdout"])
+    expect.short_of(expect.only(rows, expect.program_reasons(isa)),
+                    {(t, 1, r): n for (t, v, r), n in ran.items() if v == 1}, rec["skipped"])

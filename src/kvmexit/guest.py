@@ -281,11 +281,18 @@ class Guest:
             applied to the vCPU thread after each userspace exit.
         repeat: callable(vcpu_id, rounds_done) -> bool, asked at the end of
             each run of the program: True runs it again on the same thread.
+        rotate: after each SYNC (once sync has returned), each vCPU thread
+            runs the next vCPU: vCPUs move between threads.  Needs a sync
+            that holds every vCPU until all are there (kvmexit guest --wait)
+            and as many syncs in every program.
     """
 
-    def __init__(self, programs, sync=None, affinity=None, repeat=None, arch=None):
+    def __init__(self, programs, sync=None, affinity=None, repeat=None, arch=None, rotate=False):
         self.arch = arch or _host_arch()
         self.programs = [list(p) for p in programs]
+        self.rotate = rotate
+        self._vcpus = [None] * len(programs)      # (fd, kvm_run mmap, restart) of each vCPU
+        self._nsync = [0] * len(programs)
         self.sync = sync
         self.affinity = affinity
         self.repeat = repeat
@@ -368,28 +375,29 @@ class Guest:
         _libc.prctl(PR_SET_NAME, ("CPU %d/KVM" % i).encode(), 0, 0, 0)
         vcpu = run = None
         try:
-            try:
-                vcpu = fcntl.ioctl(self._vm, KVM_CREATE_VCPU, i)
-                run = mmap.mmap(vcpu, self._run_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-                restart = (self._setup_arm64 if self.arch == "arm64" else self._setup_x86)(vcpu, i)
-            except OSError as e:
-                self.errors.append("vCPU %d: setup failed: %s" % (i, e))
-                self._ready.abort()
-                return
-            try:
-                self._ready.wait()
-            except threading.BrokenBarrierError:
-                return
-            self._run(i, vcpu, run, restart)
+            vcpu = fcntl.ioctl(self._vm, KVM_CREATE_VCPU, i)
+            run = mmap.mmap(vcpu, self._run_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            restart = (self._setup_arm64 if self.arch == "arm64" else self._setup_x86)(vcpu, i)
+        except OSError as e:
+            self.errors.append("vCPU %d: setup failed: %s" % (i, e))
+            self._ready.abort()
         finally:
-            if run is not None:
-                run.close()
-            if vcpu is not None:
-                os.close(vcpu)
+            # closed by close(), after every thread: with rotate, another thread may run it
+            self._vcpus[i] = (vcpu, run, None if self.errors else restart)
+        if self.errors:
+            return
+        try:
+            self._ready.wait()
+        except threading.BrokenBarrierError:
+            return
+        self._run(i)
 
-    def _run(self, i, vcpu, run, restart):
-        """KVM_RUN until the program's done port (and no repeat asked)."""
-        nsync = exits = 0
+    def _run(self, i):
+        """KVM_RUN on thread i until its vCPU's program ends (at its done port,
+        no repeat asked); with rotate, the next vCPU after each sync."""
+        exits = 0
+        v = i
+        vcpu, run, restart = self._vcpus[v]
         # the exit that carries a port or address, where that is, and the done/sync values
         io, fmt, off, done, sync = ((KVM_EXIT_MMIO, "<Q", 32, ARM64_DONE, ARM64_SYNC) if self.arch == "arm64"
                                     else (KVM_EXIT_IO, "<H", 34, DONE_PORT, SYNC_PORT))
@@ -415,21 +423,24 @@ class Guest:
                                 self._waking.pop(i, None)
                             self._wake_cond.notify_all()
                     if where == done:
-                        self.rounds[i] += 1
-                        if self.repeat is None or not self.repeat(i, self.rounds[i]):
+                        self.rounds[v] += 1
+                        if self.repeat is None or not self.repeat(v, self.rounds[v]):
                             return
                         restart()                                   # from the top
                     if where == sync and self.sync is not None:
-                        self.sync(i, nsync)
-                        nsync += 1
+                        self.sync(v, self._nsync[v])
+                        self._nsync[v] += 1
+                        if self.rotate:        # every thread is past this sync: each takes the next vCPU
+                            v = (v + 1) % len(self._vcpus)
+                            vcpu, run, restart = self._vcpus[v]
                 elif reason == KVM_EXIT_INTR and self.arch == "arm64":
                     pass                       # a wake-up signal ended KVM_RUN
                 elif reason != KVM_EXIT_HLT or self.arch != "x86":
                     self.errors.append("vCPU %d: unexpected KVM exit %s"
-                                       % (i, KVM_EXIT_NAMES.get(reason, reason)))
+                                       % (v, KVM_EXIT_NAMES.get(reason, reason)))
                     return
         except OSError as e:
-            self.errors.append("vCPU %d: KVM_RUN failed: %s" % (i, e))
+            self.errors.append("vCPU %d: KVM_RUN failed: %s" % (v, e))
 
     def _waker(self):
         """arm64: signal each vCPU thread inside a wfi step every WFI_KICK_S;
@@ -469,6 +480,14 @@ class Guest:
             raise KvmexitError("guest failed: %s" % "; ".join(self.errors))
 
     def close(self):
+        for i, entry in enumerate(self._vcpus):
+            if entry is not None:
+                vcpu, run, _ = entry
+                if run is not None:
+                    run.close()
+                if vcpu is not None:
+                    os.close(vcpu)
+                self._vcpus[i] = None
         for attr in ("_vm", "_kvm"):
             fd = getattr(self, attr, None)
             if fd is not None:

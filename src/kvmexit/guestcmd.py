@@ -41,11 +41,15 @@ class Program(click.ParamType):
               help="at each 'sync' step, wait for a line on standard input")
 @click.option("--migrate", type=click.IntRange(min=1), default=None,
               help="move each vCPU thread to the next CPU every N userspace exits")
+@click.option("--rotate", is_flag=True,
+              help="with --wait: after each sync, each vCPU thread runs the next vCPU (vCPUs move between threads)")
 @click.option("-name", "--name", "--id", "vm_name", default=None,
               help="a VM name, read back from the command line as QEMU's -name guest=NAME or Firecracker's --id ID")
-def guest(vcpus, programs, seconds, wait, migrate, vm_name):
+def guest(vcpus, programs, seconds, wait, migrate, rotate, vm_name):
     """Run the built-in KVM guest (needs /dev/kvm)."""
     programs = list(programs) or workload(vcpus, arch.current().name)
+    if rotate and (not wait or len({sum(st.kind == "sync" for st in p) for p in programs}) != 1):
+        raise click.UsageError("--rotate needs --wait and as many sync steps in every program")
     deadline = None if seconds is None else time.monotonic() + seconds
     repeat = None if deadline is None else (lambda vcpu, rounds: time.monotonic() < deadline)
     ncpu = len(os.sched_getaffinity(0))
@@ -74,7 +78,7 @@ def guest(vcpus, programs, seconds, wait, migrate, vm_name):
             cond.notify_all()
     if wait:
         threading.Thread(target=read_stdin, daemon=True).start()
-    g = Guest(programs, sync=sync if wait else None, repeat=repeat, affinity=affinity)
+    g = Guest(programs, sync=sync if wait else None, repeat=repeat, affinity=affinity, rotate=rotate)
     try:
         g.start()
         click.echo(json.dumps({"pid": g.pid, "tids": g.tids, "vcpus": len(programs)}))

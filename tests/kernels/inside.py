@@ -14,7 +14,6 @@ import datetime
 import json
 import os
 import queue
-import shutil
 import signal
 import subprocess
 import sys
@@ -125,15 +124,31 @@ def read(path):
         return "(%s)" % e.strerror
 
 
+def kmsg():
+    """The kernel log's messages so far (/dev/kmsg, one record a read)."""
+    out = []
+    fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        while True:
+            try:
+                rec = os.read(fd, 8192).decode(errors="replace")
+            except BlockingIOError:
+                return out
+            except OSError:          # a record overwritten while read (EPIPE): the next one
+                continue
+            out.append(rec.split(";", 1)[-1].rstrip("\n"))
+    finally:
+        os.close(fd)
+
+
 def facts():
     cpuinfo = read("/proc/cpuinfo")
     key = "Features" if ARCH == "arm64" else "flags"
     flags = cpuinfo.split(key, 2)[1].split("\n")[0].split() if key in cpuinfo else []
     return {
         "machine": os.uname().machine,
-        # the kernel's KVM lines (VHE or nVHE); busybox's dmesg where the machine has no other
-        "dmesg_kvm": [l for l in run(["dmesg"] if shutil.which("dmesg") else ["busybox", "dmesg"])["stdout"]
-                      .splitlines() if "kvm" in l],
+        # the kernel's KVM lines (VHE or nVHE), from /dev/kmsg: no dmesg needed in the machine
+        "dmesg_kvm": [l for l in kmsg() if "kvm" in l],
         "release": os.uname().release,
         "cpus": os.cpu_count(),
         "cpu_flags": sorted(set(flags) & {"vmx", "svm", "ept", "npt", "hypervisor"}),
@@ -240,6 +255,32 @@ def perf():
     return {"programs": PERF_PROGRAMS[ARCH], "record": rec, "outs": outs, "reports": reports}
 
 
+# the moves guest (kvmexit guest --rotate): after each sync each thread runs the next vCPU
+MOVES_PROGRAMS = {"x86": ("sync,out:0x80:10,sync,out:0x80:20", "sync,out:0x81:30,sync,out:0x81:40"),
+                  "arm64": ("sync,mmio:0x10001000:10,sync,mmio:0x10001000:20",
+                            "sync,mmio:0x10002000:30,sync,mmio:0x10002000:40")}
+
+
+def moves():
+    """vCPUs moved between threads at each sync: every exit under the vCPU its
+    thread ran then (-p -a and -p -v 1, JSON), both tracers attached before
+    the first release."""
+    g = Proc("guest", guest(MOVES_PROGRAMS[ARCH], prefix=()) + ["--rotate"], stdin=True)
+    info = json.loads(g.expect(lambda l: l.startswith('{"pid"')))
+    g.expect(lambda l: l.startswith('{"sync": 0}'))
+    tracers = {"all": Proc("all", ["kvmexit", "--verbose", "-p", info["pid"], "-a", "-o", "json"]),
+               "vcpu1": Proc("vcpu1", ["kvmexit", "--verbose", "-p", info["pid"], "-v", 1, "-o", "json"])}
+    for t in tracers.values():
+        t.attached()
+    g.send("")
+    g.expect(lambda l: l.startswith('{"sync": 1}'))
+    g.send("")
+    g.expect(lambda l: l.startswith('{"done"'))
+    outs = {name: t.stop() for name, t in tracers.items()}
+    outs["guest"] = g.stop(None)
+    return {"pid": info["pid"], "tids": info["tids"], "programs": MOVES_PROGRAMS[ARCH], "outs": outs}
+
+
 # --explain's guest: port 0x80 writes (arm64: MMIO stores) dominate, halts (WFI) come second
 EXPLAIN_PROGRAMS = {"x86": ("sync,out:0x80:400,hlt:100,cpuid:10", "sync,out:0x80:300,hlt:80"),
                     "arm64": ("sync,mmio:0x10001000:400,wfi:100,mrs:10", "sync,mmio:0x10001000:300,wfi:80")}
@@ -284,11 +325,12 @@ def demo(extra=()):
     return t.stop()
 
 
-SCENARIOS = {"facts": facts, "selftest": selftests, "views": views, "perf": perf, "explain": explain, "demo": demo}
+SCENARIOS = {"facts": facts, "selftest": selftests, "views": views, "perf": perf, "explain": explain, "moves": moves,
+             "demo": demo}
 
 
 def main(argv):
-    every = ("facts", "selftest", "views", "perf", "explain")
+    every = ("facts", "selftest", "views", "perf", "explain", "moves")
     names = [n for n in (argv or ["all"]) for n in (every if n == "all" else (n,))]
     results = {}
     for name in names:
