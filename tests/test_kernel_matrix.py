@@ -468,3 +468,17 @@ def test_vcpus_moved_between_threads_exact(run):
     rows, rec = expect.json_rows(m["outs"]["vcpu1"]["stdout"])
     expect.short_of(expect.only(rows, expect.program_reasons(isa)),
                     {(t, 1, r): n for (t, v, r), n in ran.items() if v == 1}, rec["skipped"])
+
+
+@pytest.mark.parametrize("run", [n for n in NAMES if MACHINES[n].vendor == "arm64"], indirect=True)
+def test_zipapp_counts_real_arm64_exits(run):
+    """The one-file kvmexit (make zipapp's layout) on the machine's own python3:
+    its selftest, exact on real arm64 exits, with the arm64 object it carries."""
+    z = run.results["zipapp"]
+    assert (z["version"]["rc"], z["version"]["stdout"]) == (0, "kvmexit, version %s\n" % __version__)
+    r = z["selftest"]
+    assert r["rc"] == 0, r["stdout"] + r["stderr"]
+    lines = r["stdout"].splitlines()
+    assert "kvm:kvm_exit, tp_btf mode, arm64 reasons:" in lines
+    assert lines[-1] in ("PASS: all 22 counts exact",) or lines[-1].endswith("short by events the kernel skipped and "
+                                                                              "reported"), lines[-1]

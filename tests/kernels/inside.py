@@ -168,6 +168,16 @@ def selftests():
     return out
 
 
+ZIPAPP = os.environ.get("KVMEXIT_INSIDE_ZIPAPP")
+
+
+def zipapp():
+    """The one-file kvmexit (make zipapp's layout: the package and click) run
+    by the machine's python3: its version and the selftest."""
+    log("zipapp selftest")
+    return {"version": run(["python3", ZIPAPP, "--version"]), "selftest": run(["python3", ZIPAPP, "selftest"])}
+
+
 def guest(programs, wait=True, migrate=3, prefix=()):
     args = list(prefix) + ["kvmexit", "guest"] + (["--wait"] if wait else []) + ["--migrate", migrate]
     for p in programs:
@@ -326,11 +336,11 @@ def demo(extra=()):
 
 
 SCENARIOS = {"facts": facts, "selftest": selftests, "views": views, "perf": perf, "explain": explain, "moves": moves,
-             "demo": demo}
+             "zipapp": zipapp, "demo": demo}
 
 
 def main(argv):
-    every = ("facts", "selftest", "views", "perf", "explain", "moves")
+    every = ("facts", "selftest", "views", "perf", "explain", "moves") + (("zipapp",) if ZIPAPP else ())
     names = [n for n in (argv or ["all"]) for n in (every if n == "all" else (n,))]
     results = {}
     for name in names:

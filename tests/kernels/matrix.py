@@ -5,6 +5,7 @@ single-threaded: two machines keep this host's two cores busy), longest
 first."""
 import json
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -59,6 +60,30 @@ BOCHS_PATHS = ("/usr/lib/python3.11", str(boot.REPO / ".venv"), str(boot.REPO / 
 BOCHS_PROGRAMS = ("/usr/bin/python3", "/usr/bin/python3.11", "/usr/bin/perf")
 
 
+ZIPAPP = boot.REPO / "build" / "matrix" / "kvmexit.pyz"
+_ZIPAPP_LOCK = threading.Lock()       # the machines boot two at a time
+
+
+def build_zipapp():
+    """The one-file kvmexit as `make zipapp` lays it out (the package with its
+    BPF objects, and click), in the checkout's build/ where the machines see
+    it; its path."""
+    import shutil
+    import tempfile
+    import zipapp
+    import click
+    import kvmexit
+    ZIPAPP.parent.mkdir(parents=True, exist_ok=True)
+    with _ZIPAPP_LOCK, tempfile.TemporaryDirectory(dir=ZIPAPP.parent) as d:
+        for pkg in (kvmexit, click):
+            src = Path(pkg.__file__).parent
+            shutil.copytree(src, Path(d) / src.name, ignore=shutil.ignore_patterns("__pycache__"))
+        tmp = ZIPAPP.with_suffix(".tmp")
+        zipapp.create_archive(d, tmp, interpreter="/usr/bin/env python3", main="kvmexit.cli:main", compressed=True)
+        tmp.replace(ZIPAPP)
+    return ZIPAPP
+
+
 @dataclass
 class Run:
     machine: Machine
@@ -86,7 +111,8 @@ class Run:
 def run(machine, kernel, workdir, scenarios=("all",), log=print):
     """Boot one machine, run inside.py's scenarios there, return what it wrote."""
     workdir.mkdir(parents=True, exist_ok=True)
-    env = "PYTHONPATH=%s " % userland.pythonpath(boot.REPO) if machine.vendor == "arm64" else ""
+    env = ("PYTHONPATH=%s KVMEXIT_INSIDE_ZIPAPP=%s " % (userland.pythonpath(boot.REPO), build_zipapp())
+           if machine.vendor == "arm64" else "")
     script = ("cd /tmp && %sKVMEXIT_INSIDE_MODES='%s' KVMEXIT_INSIDE_INTERVAL=%s KVMEXIT_INSIDE_DURATION=%s "
               "exec python3 %s %s\n" % (env, " ".join(machine.modes), machine.interval, machine.duration,
                                         INSIDE, " ".join(scenarios)))
