@@ -87,9 +87,32 @@ class LatencyStat:
         return out
 
 
+@dataclass(frozen=True)
+class Loss:
+    """One cause of events not counted or not timed, as every format names it."""
+    field: str        # the Snapshot field
+    option: str       # the option that brings it ("latency", "detail"), None: always there
+    cause: str        # kvmexit_dropped_exits_total's cause label
+    csv: str          # the CSV row's name
+
+
+# every loss a Snapshot carries, in the order every format lists them
+LOSSES = (Loss("drops", None, "map_full", "DROPPED"), Loss("skipped", None, "skipped", "SKIPPED"),
+          Loss("entries_skipped", "latency", "entries_skipped", "ENTRIES_SKIPPED"),
+          Loss("untimed", "latency", "untimed", "UNTIMED"),
+          Loss("undetailed", "detail", "undetailed", "UNDETAILED"),
+          Loss("details_skipped", "detail", "details_skipped", "DETAILS_SKIPPED"))
+
+
+def losses_of(latency, detail):
+    """The losses the options in use bring."""
+    return [l for l in LOSSES if l.option is None or (l.option == "latency" and latency)
+            or (l.option == "detail" and detail)]
+
+
 @dataclass
 class Snapshot:
-    """Counts, and every event that was not counted, by cause."""
+    """Counts, and every event that was not counted, by cause (LOSSES)."""
     totals: dict           # CounterKey -> count
     drops: int = 0         # exits not counted: the counts map was full
     latency: dict = None   # CounterKey -> LatencyStat, with --latency

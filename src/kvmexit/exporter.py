@@ -22,7 +22,7 @@ import time
 
 import click
 
-from . import __version__, details, procinfo, report, webconfig
+from . import __version__, counts, details, procinfo, report, webconfig
 from .abi import KVMEXIT_LAT_SLOTS, KVMEXIT_VCPU_UNKNOWN
 from .counts import slot_bounds
 from .errors import KvmexitError
@@ -130,14 +130,8 @@ class ExitCollector:
                                     "full (map_full), the kernel skipped the program (skipped); --latency: exits "
                                     "without a time (untimed, entries_skipped); --detail: KVM events not counted "
                                     "(undetailed, details_skipped)", labels=["cause"])
-        drops.add_metric(["map_full"], snap.drops)
-        drops.add_metric(["skipped"], snap.skipped)
-        if snap.latency is not None:
-            drops.add_metric(["untimed"], snap.untimed)
-            drops.add_metric(["entries_skipped"], snap.entries_skipped)
-        if snap.details is not None:
-            drops.add_metric(["undetailed"], snap.undetailed)
-            drops.add_metric(["details_skipped"], snap.details_skipped)
+        for loss in counts.losses_of(snap.latency is not None, snap.details is not None):
+            drops.add_metric([loss.cause], getattr(snap, loss.field))
         yield drops
         yield GaugeMetricFamily("kvmexit_counters", "(thread, reason) counters in use", value=len(snap.totals))
         yield GaugeMetricFamily("kvmexit_counters_max", "Capacity of the counts map (--max-entries)",

@@ -3,7 +3,7 @@
 histograms, JSON Lines and CSV (pure: rows -> str, no I/O)."""
 from dataclasses import dataclass
 
-from . import details
+from . import counts, details
 from .abi import KVMEXIT_VCPU_UNKNOWN
 from .counts import PERCENTILES
 
@@ -86,17 +86,18 @@ def histogram(stat, indent=""):
     return "\n".join(lines)
 
 
-# each cause of events not counted or not timed: (Snapshot field, footer line with {n} and {max})
-LOSSES = (
-    ("drops", "Dropped {n} exits: the counts map ({max} entries) was full; raise --max-entries"),
-    ("skipped", "Missed {n} exits: the kernel skipped kvmexit's program, that CPU being inside another BPF run "
-                "(see SKIPPED EVENTS in kvmexit(8))"),
-    ("entries_skipped", "Missed {n} kvm_entry events: the exits before them have no exit-handling time"),
-    ("untimed", "Untimed {n} exits: the latency maps ({max} entries) were full; raise --max-entries"),
-    ("undetailed", "Undetailed {n} KVM events: the details map ({max} entries) was full; raise --max-entries"),
-    ("details_skipped", "Missed {n} KVM events for --detail: the kernel skipped a detail program while another "
-                        "run of it was preempted on the same CPU"),
-)
+# the table's footer line of each loss (counts.LOSSES), with {n} and {max}
+FOOTERS = {
+    "drops": "Dropped {n} exits: the counts map ({max} entries) was full; raise --max-entries",
+    "skipped": "Missed {n} exits: the kernel skipped kvmexit's program, that CPU being inside another BPF run "
+               "(see SKIPPED EVENTS in kvmexit(8))",
+    "entries_skipped": "Missed {n} kvm_entry events: the exits before them have no exit-handling time",
+    "untimed": "Untimed {n} exits: the latency maps ({max} entries) were full; raise --max-entries",
+    "undetailed": "Undetailed {n} KVM events: the details map ({max} entries) was full; raise --max-entries",
+    "details_skipped": "Missed {n} KVM events for --detail: the kernel skipped a detail program while another "
+                       "run of it was preempted on the same CPU",
+}
+LOSSES = tuple((loss.field, FOOTERS[loss.field]) for loss in counts.LOSSES)
 
 
 def losses_footer(snap, max_entries):
@@ -167,14 +168,8 @@ def json_record(timestamp, interval, rows, snap, mode, names, latency=False, det
     facts_not_read: [note].
     """
     import json  # machine output only: kept off the start-up path
-    rec = {"timestamp": timestamp, "interval": interval, "mode": mode, "drops": snap.drops,
-           "skipped": snap.skipped}
-    if latency:
-        rec["entries_skipped"] = snap.entries_skipped
-        rec["untimed"] = snap.untimed
-    if detail:
-        rec["undetailed"] = snap.undetailed
-        rec["details_skipped"] = snap.details_skipped
+    rec = {"timestamp": timestamp, "interval": interval, "mode": mode}
+    rec.update((loss.field, getattr(snap, loss.field)) for loss in counts.losses_of(latency, detail))
     rec["exits"] = [_row_dict(r, names, latency, detail) for r in rows]
     if hints is not None:
         rec["hints"] = [hint_dict(h) for h in hints]
@@ -221,9 +216,8 @@ def csv_rows(timestamp, interval, rows, snap, names, latency=False, header=False
         w.writerow([timestamp, iv, r.pid, "", "", r.vm, "", r.isa, r.reason, r.reason_name, r.count]
                    + [""] * (len(extra) - len(CSV_HINT)) + [h.rule.name, h.why, "; ".join("%s = %s" % kv for kv in h.seen),
                                                              h.fix, h.rule.source])
-    for name, n in (("DROPPED", snap.drops), ("SKIPPED", snap.skipped), ("ENTRIES_SKIPPED", snap.entries_skipped),
-                    ("UNTIMED", snap.untimed), ("UNDETAILED", snap.undetailed),
-                    ("DETAILS_SKIPPED", snap.details_skipped)):
+    for loss in counts.LOSSES:
+        n = getattr(snap, loss.field)
         if n:
-            w.writerow([timestamp, iv, "", "", "", "", "", "", "", name, n] + [""] * len(extra))
+            w.writerow([timestamp, iv, "", "", "", "", "", "", "", loss.csv, n] + [""] * len(extra))
     return out.getvalue()
