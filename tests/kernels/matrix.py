@@ -49,7 +49,8 @@ MACHINES = {m.name: m for m in (
     Machine("svm-6.16", "6.16", "qemu"),
     Machine("svm-newest", "newest", "qemu"),
     Machine("arm64-5.10", "arm64-5.10", "qemu-arm64"),
-    Machine("arm64-6.1", "arm64-6.1", "qemu-arm64", nvhe=True),
+    Machine("arm64-6.1", "arm64-6.1", "qemu-arm64"),
+    Machine("arm64-6.1-nvhe", "arm64-6.1", "qemu-arm64", nvhe=True),
     Machine("arm64-6.12", "arm64-6.12", "qemu-arm64"),
     Machine("arm64-newest", "arm64-newest", "qemu-arm64"),
 )}
