@@ -160,11 +160,15 @@ def test_rotate_moves_vcpus_between_threads():
                     (a, 0, 0x80): 20, (a, 0, 0xF4): 1, (b, 1, 0x81): 40, (b, 1, 0xF4): 1,
                     (a, 0, 0xF5): 1, (b, 1, 0xF5): 1}
     rec = json.loads(out)
-    mine = {(e["tid"], e["reason"]): e["count"] for e in rec["exits"]}
+    mine = {}      # by thread and port (the calibration hook's vCPU is the value written, kept per cache)
+    for e in rec["exits"]:
+        mine[(e["tid"], e["reason"])] = mine.get((e["tid"], e["reason"]), 0) + e["count"]
     want = {}
     for (tid, _, port), n in seen.items():
         want[(tid, port)] = want.get((tid, port), 0) + n
-    # the tracer attached after each thread's first sync (port 0xf5)
+    # the tracer attached after each thread's first sync (port 0xf5); short only by events the
+    # kernel reported skipping its program for (kvm_pio runs preemptibly)
     want[(a, 0xF5)] -= 1
     want[(b, 0xF5)] -= 1
-    assert mine == want
+    from kernels.expect import short_of
+    short_of(mine, want, rec["skipped"])

@@ -428,8 +428,10 @@ class Guest:
                             return
                         restart()                                   # from the top
                     if where == sync and self.sync is not None:
-                        self.sync(v, self._nsync[v])
-                        self._nsync[v] += 1
+                        # counted before the wait: with rotate, the thread that takes this vCPU
+                        # next must see its next sync's number once every thread is released
+                        n, self._nsync[v] = self._nsync[v], self._nsync[v] + 1
+                        self.sync(v, n)
                         if self.rotate:        # every thread is past this sync: each takes the next vCPU
                             v = (v + 1) % len(self._vcpus)
                             vcpu, run, restart = self._vcpus[v]
