@@ -27,6 +27,9 @@ from helpers import REPO, GuestProc, assert_nothing_left, free_port, kvmexit_pro
 pytestmark = [pytest.mark.bpf, pytest.mark.kvm]
 NOBODY = "65534"
 MINIMAL = ("bpf", "perfmon")
+# the interpreter itself, not the checkout's virtualenv link to it: a checkout under /root is
+# not that user's to enter
+PYTHON = os.path.realpath(sys.executable)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +52,7 @@ def as_user(copy, caps, *args):
     setcaps = ",".join("+" + c for c in caps) or "-all"
     return ["setpriv", "--reuid", NOBODY, "--regid", NOBODY, "--clear-groups", "--no-new-privs",
             "--inh-caps", setcaps, "--ambient-caps", setcaps, "--bounding-set", "-all" + ("," + setcaps if caps else ""),
-            "--", "env", "PYTHONPATH=%s" % copy, "PYTHONDONTWRITEBYTECODE=1", sys.executable, "-m", "kvmexit"] + \
+            "--", "env", "PYTHONPATH=%s" % copy, "PYTHONDONTWRITEBYTECODE=1", PYTHON, "-m", "kvmexit"] + \
         [str(a) for a in args]
 
 
