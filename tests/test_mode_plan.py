@@ -100,3 +100,23 @@ def test_libbpf_private_error_codes_get_libbpf_text():
     from kvmexit import _libbpf
     assert str(_libbpf._error(4003, "bpf_object__load")) == "bpf_object__load: Endian mismatch"
     assert str(_libbpf._error(13, "bpf_object__load")) == "bpf_object__load: Permission denied"
+
+
+def test_arm64_plan():
+    """arm64: one object (CO-RE, kernel BTF needed), every mode with vCPU ids;
+    tracepoint mode only where the record has arm64's layout; no calibration hook."""
+    from kvmexit.arch import ARM64
+    arm = KernelBtf(available=True, proto="old")           # arm64's kvm_exit starts with an int
+    attempts, notes = plan("kvm_exit", "auto", arm, need_vcpu=True, arch=ARM64)
+    assert [(a.obj, a.prog, a.kind) for a in attempts] == [
+        ("kvm_exit_arm64.bpf.o", "handle_kvm_exit_arm64_btf", "tp_btf"),
+        ("kvm_exit_arm64.bpf.o", "handle_kvm_exit_arm64_raw", "raw_tp"),
+        ("kvm_exit_arm64.bpf.o", "handle_kvm_exit_arm64_tp", "tracepoint")] and notes == []
+    assert _kinds(plan("kvm_exit", "auto", arm, tp_ok=False, arch=ARM64)[0]) == ["tp_btf", "raw_tp"]
+    assert _kinds(plan("kvm_exit", "raw_tp", arm, arch=ARM64)[0]) == ["raw_tp"]
+    with pytest.raises(KvmexitError, match="needs kernel BTF"):
+        plan("kvm_exit", "auto", NOBTF, arch=ARM64)
+    with pytest.raises(KvmexitError, match="calibration hook of x86 KVM"):
+        plan("kvm_pio", "auto", arm, arch=ARM64)
+    with pytest.raises(KvmexitError, match="no way to attach"):
+        plan("kvm_exit", "tracepoint", arm, tp_ok=False, arch=ARM64)
