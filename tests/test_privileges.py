@@ -23,6 +23,7 @@ import pytest
 import click
 import kvmexit
 from helpers import REPO, GuestProc, assert_nothing_left, free_port, kvmexit_progs, scrape, spawn, started
+from kernels.expect import short_of
 
 pytestmark = [pytest.mark.bpf, pytest.mark.kvm]
 NOBODY = "65534"
@@ -68,13 +69,22 @@ def test_exact_counts_with_cap_bpf_and_cap_perfmon_only(readable_copy):
     g.finish()
     assert t.returncode == 0, err
     rec = json.loads(out)
-    counts = {(e["tid"], e["reason_name"]): e["count"] for e in rec["exits"]}
-    # released once: each vCPU's program from its first sync to its second, that sync's out included
-    assert counts == {(g.tids[0], "PORT_0x0080"): 300, (g.tids[0], "PORT_0x00f5"): 1,
-                      (g.tids[1], "PORT_0x0081"): 200, (g.tids[1], "PORT_0x00f5"): 1}
-    details = {(e["reason_name"], d["kind"], d["value"]): d["count"] for e in rec["exits"] for d in e["detail"]}
-    assert details[("PORT_0x0080", "msr", 0x1A0)] == 4 and details[("PORT_0x0080", "userspace", 5)] == 2
-    assert (rec["drops"], rec["skipped"]) == (0, 0)
+    counts = {}
+    for e in rec["exits"]:
+        counts[(e["tid"], e["reason_name"])] = counts.get((e["tid"], e["reason_name"]), 0) + e["count"]
+    # released once: each vCPU's program from its first sync to its second, that sync's out included;
+    # short only by what the kernel reported skipping (kvm_pio's programs run preemptibly)
+    short_of(counts, {(g.tids[0], "PORT_0x0080"): 300, (g.tids[0], "PORT_0x00f5"): 1,
+                      (g.tids[1], "PORT_0x0081"): 200, (g.tids[1], "PORT_0x00f5"): 1}, rec["skipped"])
+    details = {}
+    for e in rec["exits"]:
+        for d in e["detail"]:
+            k = (e["reason_name"], d["kind"], d["value"])
+            details[k] = details.get(k, 0) + d["count"]
+    short_of({k: details.get(k, 0) for k in (("PORT_0x0080", "msr", 0x1A0), ("PORT_0x0080", "userspace", 5))},
+             {("PORT_0x0080", "msr", 0x1A0): 4, ("PORT_0x0080", "userspace", 5): 2},
+             rec["details_skipped"] + rec["skipped"])
+    assert (rec["drops"], rec["undetailed"]) == (0, 0)
     # the degraded feature is said: tracefs is root-only, the tracepoint mode left out
     assert "kvmexit: note: tracefs (/sys/kernel/tracing) is readable by root only: the tracepoint mode needs " \
            "CAP_DAC_READ_SEARCH (or root); tracepoint mode is left out" in err.splitlines()
