@@ -115,6 +115,9 @@ def event_format(category, name):
     except FileNotFoundError:
         raise KvmexitError("tracepoint %s:%s not found: the kvm module is not loaded "
                            "(modprobe kvm_intel or kvm_amd)" % (category, name)) from None
+    except PermissionError:
+        raise TracefsUnreadable("%s is readable by root only: the tracepoint mode needs CAP_DAC_READ_SEARCH "
+                                "(or root)" % path) from None
 
 
 def check_tp_layout(arch, event, fields):
