@@ -373,7 +373,7 @@ class Guest:
         self.tids[i] = threading.get_native_id()
         # QEMU's vCPU thread name, so thread-name views look as on a real host
         _libc.prctl(PR_SET_NAME, ("CPU %d/KVM" % i).encode(), 0, 0, 0)
-        vcpu = run = None
+        vcpu = run = restart = None
         try:
             vcpu = fcntl.ioctl(self._vm, KVM_CREATE_VCPU, i)
             run = mmap.mmap(vcpu, self._run_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
@@ -383,7 +383,7 @@ class Guest:
             self._ready.abort()
         finally:
             # closed by close(), after every thread: with rotate, another thread may run it
-            self._vcpus[i] = (vcpu, run, None if self.errors else restart)
+            self._vcpus[i] = (vcpu, run, restart)
         if self.errors:
             return
         try:
