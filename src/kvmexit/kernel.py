@@ -48,6 +48,10 @@ def caps_error():
 class TracefsUnreadable(KvmexitError):
     """tracefs is mounted, but readable by root only."""
 
+    def __init__(self, path):
+        super().__init__("%s is readable by root only: the tracepoint mode needs CAP_DAC_READ_SEARCH (or root)"
+                         % path)
+
 
 def tracefs(mount=True):
     """The tracefs directory, mounting it at /sys/kernel/tracing when missing (root only)."""
@@ -56,8 +60,7 @@ def tracefs(mount=True):
             return d
     for d in TRACEFS_DIRS:
         if os.path.ismount(d) and not os.access(d, os.R_OK | os.X_OK):
-            raise TracefsUnreadable("tracefs (%s) is readable by root only: the tracepoint mode needs "
-                                    "CAP_DAC_READ_SEARCH (or root)" % d)
+            raise TracefsUnreadable("tracefs (%s)" % d)
     if mount and os.geteuid() == 0 and os.path.isdir(TRACEFS_DIRS[0]):
         import subprocess
         subprocess.run(["mount", "-t", "tracefs", "nodev", TRACEFS_DIRS[0]],
@@ -83,10 +86,6 @@ def debugfs_for_old_libbpf(version):
 
 def event_dir(category, name):
     return os.path.join(tracefs(), "events", category, name)
-
-
-def event_exists(category, name):
-    return os.path.isdir(event_dir(category, name))
 
 
 _FIELD = re.compile(r"field:(?P<decl>[^;]*);\s*offset:(?P<off>\d+);\s*size:(?P<size>\d+);")
@@ -116,8 +115,7 @@ def event_format(category, name):
         raise KvmexitError("tracepoint %s:%s not found: the kvm module is not loaded "
                            "(modprobe kvm_intel or kvm_amd)" % (category, name)) from None
     except PermissionError:
-        raise TracefsUnreadable("%s is readable by root only: the tracepoint mode needs CAP_DAC_READ_SEARCH "
-                                "(or root)" % path) from None
+        raise TracefsUnreadable(path) from None
 
 
 def check_tp_layout(arch, event, fields):
