@@ -54,10 +54,12 @@ run: setup build
 	@echo "== kvmexit selftest (this host)"
 	@$(KVMEXIT) selftest
 
-TEST_OBJS := build/fakemem.bpf.o
+# realexit.bpf.o: make bench-real's baselines, also run by the matrix's bench cell
+TEST_OBJS := build/fakemem.bpf.o build/realexit.bpf.o
 BENCH_OBJS := build/baselines.bpf.o build/kvm_exit_nolat.bpf.o
 build/fakemem.bpf.o: tests/bpf/fakemem.bpf.c bpf/kvm_min.h
-build/baselines.bpf.o: bench/baselines.bpf.c bpf/kvm_min.h
+build/baselines.bpf.o: bench/baselines.bpf.c bench/bcc_design.h bpf/kvm_min.h
+build/realexit.bpf.o: bench/realexit.bpf.c bench/bcc_design.h bpf/kvm_min.h
 build/%.bpf.o:
 	@mkdir -p build
 	$(CLANG) -target bpfel -g -O2 -mcpu=v3 -D__TARGET_ARCH_x86 -Wall -c $< -o $@

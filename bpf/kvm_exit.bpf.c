@@ -165,12 +165,21 @@ static __always_inline __u32 vcpu_id_of(enum vcpu_src src, const void *ptr, __u3
 	return aux;
 }
 
+/* how a program tells the event's thread, for the cache's owner word */
+enum thread_src {
+	THREAD_CURRENT,		/* bpf_get_current_pid_tgid(): KVMEXIT_OWNER(pid_tgid, isa) */
+	THREAD_VCPU_PID,	/* x86 tp_btf: the vCPU's struct pid, no helper: KVMEXIT_OWNER(tid, isa) */
+	THREAD_TASK,		/* arm64 tp_btf: bpf_get_current_task_btf() (inlined since 6.11), its pid and tgid */
+};
+
 /* one event, as the slow path needs it */
 struct exit_event {
-	__u64 owner;		/* KVMEXIT_OWNER() */
+	__u64 owner;		/* the owner word the hit path compares (enum thread_src) */
+	__u64 pid_tgid;		/* bpf_get_current_pid_tgid(): the key's thread */
 	__u32 reason;
 	__u8 flags;		/* KVMEXIT_KEY_* */
-	__u8 _pad[3];
+	__u8 isa;
+	__u8 _pad[2];
 	__u32 vcpu_id;		/* read only when the event's thread does not own the cache */
 	__u32 _pad1;
 	__u64 vcpu_tag;		/* struct kvmexit_cache's, of this event */
@@ -221,7 +230,7 @@ static __always_inline void write_back(struct kvmexit_cache *c)
  */
 static __always_inline bool take_cache(struct kvmexit_cache *c, const struct exit_event *ev)
 {
-	__u32 tgid = ev->owner >> 32 & 0xffffff, tid = (__u32)ev->owner, vcpu_id = ev->vcpu_id, zero = 0;
+	__u32 tgid = ev->pid_tgid >> 32, tid = (__u32)ev->pid_tgid, vcpu_id = ev->vcpu_id, zero = 0;
 	struct kvmexit_gen *g;
 
 	if (targ_tgid && tgid != targ_tgid)
@@ -242,7 +251,7 @@ static __always_inline bool take_cache(struct kvmexit_cache *c, const struct exi
 	c->key.tid = tid;
 	c->key.reason = 0;
 	c->key.vcpu = vcpu_id < KVMEXIT_VCPU_UNKNOWN ? vcpu_id : KVMEXIT_VCPU_UNKNOWN;
-	c->key.isa = ev->owner >> KVMEXIT_OWNER_ISA_SHIFT;
+	c->key.isa = ev->isa;
 	c->key.flags = 0;
 	c->vcpu_tag = ev->vcpu_tag;
 	barrier();
@@ -378,16 +387,41 @@ static __always_inline void count_entry(void)
 /*
  * The one counting function every program calls.  A hit (this CPU's cache
  * owned by the thread, the reason cached) is one array lookup, two compares
- * and an increment.
+ * and an increment; in tp_btf the thread is read from the vCPU (two loads)
+ * instead of asked for (a helper call).
  */
 static __always_inline void count_exit(__u32 reason, __u8 flags, __u8 isa, enum vcpu_src vcpu_src,
-				       const void *vcpu_ptr, __u32 vcpu_aux)
+				       const void *vcpu_ptr, __u32 vcpu_aux, enum thread_src thread_src)
 {
-	__u64 owner = KVMEXIT_OWNER(bpf_get_current_pid_tgid(), isa), tag = 0;
+	__u64 pid_tgid = 0, owner, tag = 0;
 	struct kvmexit_cache *c;
 	__u32 zero = 0;
 	__u64 *n, idx;
 
+#ifndef KVMEXIT_LEGACY
+	if (thread_src == THREAD_TASK) {
+		const struct task_struct *task = bpf_get_current_task_btf();
+
+		pid_tgid = (__u64)(__u32)task->tgid << 32 | (__u32)task->pid;
+		owner = KVMEXIT_OWNER(pid_tgid, isa);
+	} else if (thread_src == THREAD_VCPU_PID) {
+		/* KVM_RUN sets vcpu->pid to the running thread before it
+		 * enters the guest: its level-0 number is the thread id.
+		 * Never NULL in KVM_RUN; if it were, the helper tells. */
+		const struct pid *pid = ((const struct kvm_vcpu *)vcpu_ptr)->pid;
+
+		if (pid) {
+			owner = KVMEXIT_OWNER((__u64)(__u32)pid->numbers[0].nr, isa);
+		} else {
+			pid_tgid = bpf_get_current_pid_tgid();
+			owner = KVMEXIT_OWNER(pid_tgid, isa);
+		}
+	} else
+#endif
+	{
+		pid_tgid = bpf_get_current_pid_tgid();
+		owner = KVMEXIT_OWNER(pid_tgid, isa);
+	}
 	c = bpf_map_lookup_elem(&cache, &zero);
 	if (!c)
 		return;
@@ -412,8 +446,12 @@ static __always_inline void count_exit(__u32 reason, __u8 flags, __u8 isa, enum 
 		}
 	}
 	{
-		struct exit_event ev = {.owner = owner, .reason = reason, .flags = flags, .vcpu_tag = tag};
+		struct exit_event ev = {.owner = owner, .pid_tgid = pid_tgid, .reason = reason, .flags = flags,
+					.isa = isa, .vcpu_tag = tag};
 
+		/* the key's thread: asked for once per miss where the hit path did not */
+		if (!ev.pid_tgid)
+			ev.pid_tgid = bpf_get_current_pid_tgid();
 		ev.vcpu_id = c->owner == owner && c->vcpu_tag == tag ? 0 : vcpu_id_of(vcpu_src, vcpu_ptr, vcpu_aux);
 		if (count_slow(c, &ev))
 			return;
@@ -468,8 +506,19 @@ static __always_inline void count_detail(__u32 kind, __u64 value, __u32 dir)
 
 #if !KVMEXIT_ARCH_ARM64
 #ifndef KVMEXIT_LEGACY
-/* >= 5.16: the reason lives only in the vendor vCPU struct */
-static __always_inline void count_vendor_exit(struct kvm_vcpu *vcpu, __u32 isa)
+/*
+ * >= 6.17: bpf_rdonly_cast() to void makes any kernel address readable by
+ * a plain load (untrusted and read-only: a faulting load reads 0), where a
+ * bpf_probe_read_kernel() is a helper call.  Only the *_direct programs,
+ * loaded on such kernels, call it (an older verifier refuses the cast).
+ */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
+#define LOAD_DIRECT(type, addr)	(*(const type *)bpf_rdonly_cast((const void *)(addr), 0))
+
+/* >= 5.16: the reason lives only in the vendor vCPU struct; direct: read
+ * by LOAD_DIRECT instead of BPF_CORE_READ's helper calls */
+static __always_inline void count_vendor_exit(struct kvm_vcpu *vcpu, __u32 isa, enum thread_src thread_src,
+					      bool direct)
 {
 	__u32 reason = 0;
 	__u8 flags = 0;
@@ -478,10 +527,25 @@ static __always_inline void count_vendor_exit(struct kvm_vcpu *vcpu, __u32 isa)
 	 * no arithmetic on vcpu before this test.  KVM never passes NULL;
 	 * if it did, the exit would still be counted, as unreadable */
 	if (!vcpu) {
-		count_exit(0, KVMEXIT_KEY_NO_REASON, isa, VCPU_CONST, NULL, KVMEXIT_VCPU_UNKNOWN);
+		count_exit(0, KVMEXIT_KEY_NO_REASON, isa, VCPU_CONST, NULL, KVMEXIT_VCPU_UNKNOWN, THREAD_CURRENT);
 		return;
 	}
-	if (isa == KVMEXIT_ISA_VMX && bpf_core_type_exists(struct vcpu_vmx)) {
+	if (direct && isa == KVMEXIT_ISA_VMX && bpf_core_type_exists(struct vcpu_vmx)) {
+		__u64 vmx = (__u64)vcpu - bpf_core_field_offset(struct vcpu_vmx, vcpu);
+
+		if (bpf_core_field_exists(struct vcpu_vmx, vt))
+			reason = LOAD_DIRECT(__u32, vmx + bpf_core_field_offset(struct vcpu_vmx, vt.exit_reason.full));
+		else if (bpf_core_field_exists(struct vcpu_vmx___union, exit_reason))
+			reason = LOAD_DIRECT(__u32, vmx + bpf_core_field_offset(struct vcpu_vmx___union,
+										 exit_reason.full));
+		else
+			flags = KVMEXIT_KEY_NO_REASON;
+	} else if (direct && isa == KVMEXIT_ISA_SVM && bpf_core_type_exists(struct vcpu_svm)) {
+		__u64 svm = (__u64)vcpu - bpf_core_field_offset(struct vcpu_svm, vcpu);
+		__u64 vmcb = LOAD_DIRECT(__u64, svm + bpf_core_field_offset(struct vcpu_svm, vmcb));
+
+		reason = LOAD_DIRECT(__u32, vmcb + bpf_core_field_offset(struct vmcb, control.exit_code));
+	} else if (!direct && isa == KVMEXIT_ISA_VMX && bpf_core_type_exists(struct vcpu_vmx)) {
 		void *vmx = (void *)vcpu - bpf_core_field_offset(struct vcpu_vmx, vcpu);
 
 		if (bpf_core_field_exists(struct vcpu_vmx, vt))
@@ -492,14 +556,14 @@ static __always_inline void count_vendor_exit(struct kvm_vcpu *vcpu, __u32 isa)
 			reason = BPF_CORE_READ((struct vcpu_vmx___u32 *)vmx, exit_reason);
 		else
 			flags = KVMEXIT_KEY_NO_REASON;
-	} else if (isa == KVMEXIT_ISA_SVM && bpf_core_type_exists(struct vcpu_svm)) {
+	} else if (!direct && isa == KVMEXIT_ISA_SVM && bpf_core_type_exists(struct vcpu_svm)) {
 		struct vcpu_svm *svm = (void *)vcpu - bpf_core_field_offset(struct vcpu_svm, vcpu);
 
 		reason = BPF_CORE_READ(svm, vmcb, control.exit_code);
 	} else {
 		flags = KVMEXIT_KEY_NO_REASON;
 	}
-	count_exit(reason, flags, isa, VCPU_KVM, vcpu, 0);
+	count_exit(reason, flags, isa, VCPU_KVM, vcpu, 0, thread_src);
 }
 #endif
 
@@ -511,18 +575,18 @@ static __always_inline void count_vendor_exit(struct kvm_vcpu *vcpu, __u32 isa)
  * reason (a pointer: another prototype), and counts as unreadable.
  * No vCPU id without CO-RE.
  */
-static __always_inline void count_old_exit(__u64 reason, struct kvm_vcpu *vcpu, __u32 isa)
+static __always_inline void count_old_exit(__u64 reason, struct kvm_vcpu *vcpu, __u32 isa, enum thread_src thread_src)
 {
 	__u8 flags = reason >> 32 ? KVMEXIT_KEY_NO_REASON : 0;
 
 	reason = flags ? 0 : reason;
 #ifdef KVMEXIT_LEGACY
-	count_exit(reason, flags, isa, VCPU_CONST, NULL, KVMEXIT_VCPU_UNKNOWN);
+	count_exit(reason, flags, isa, VCPU_CONST, NULL, KVMEXIT_VCPU_UNKNOWN, THREAD_CURRENT);
 #else
 	if (vcpu)
-		count_exit(reason, flags, isa, VCPU_KVM, vcpu, 0);
+		count_exit(reason, flags, isa, VCPU_KVM, vcpu, 0, thread_src);
 	else
-		count_exit(reason, flags, isa, VCPU_CONST, NULL, KVMEXIT_VCPU_UNKNOWN);
+		count_exit(reason, flags, isa, VCPU_CONST, NULL, KVMEXIT_VCPU_UNKNOWN, THREAD_CURRENT);
 #endif
 }
 
@@ -531,21 +595,36 @@ static __always_inline void count_old_exit(__u64 reason, struct kvm_vcpu *vcpu, 
 SEC("tp_btf/kvm_exit")
 int BPF_PROG(handle_kvm_exit_btf, struct kvm_vcpu *vcpu, __u32 isa)
 {
-	count_vendor_exit(vcpu, isa);
+	count_vendor_exit(vcpu, isa, THREAD_VCPU_PID, false);
 	return 0;
 }
 
 SEC("raw_tp/kvm_exit")
 int BPF_PROG(handle_kvm_exit_raw, struct kvm_vcpu *vcpu, __u32 isa)
 {
-	count_vendor_exit(vcpu, isa);
+	count_vendor_exit(vcpu, isa, THREAD_CURRENT, false);
+	return 0;
+}
+
+/* >= 6.17 (LOAD_DIRECT): no helper call on a tp_btf hit, one on raw_tp's */
+SEC("tp_btf/kvm_exit")
+int BPF_PROG(handle_kvm_exit_btf_direct, struct kvm_vcpu *vcpu, __u32 isa)
+{
+	count_vendor_exit(vcpu, isa, THREAD_VCPU_PID, true);
+	return 0;
+}
+
+SEC("raw_tp/kvm_exit")
+int BPF_PROG(handle_kvm_exit_raw_direct, struct kvm_vcpu *vcpu, __u32 isa)
+{
+	count_vendor_exit(vcpu, isa, THREAD_CURRENT, true);
 	return 0;
 }
 
 SEC("tp_btf/kvm_exit")
 int BPF_PROG(handle_kvm_exit_btf_old, unsigned int exit_reason, struct kvm_vcpu *vcpu, __u32 isa)
 {
-	count_old_exit(exit_reason, vcpu, isa);
+	count_old_exit(exit_reason, vcpu, isa, THREAD_VCPU_PID);
 	return 0;
 }
 #endif
@@ -553,7 +632,7 @@ int BPF_PROG(handle_kvm_exit_btf_old, unsigned int exit_reason, struct kvm_vcpu 
 SEC("raw_tp/kvm_exit")
 int BPF_PROG(handle_kvm_exit_raw_old, __u64 exit_reason, struct kvm_vcpu *vcpu, __u32 isa)
 {
-	count_old_exit(exit_reason, vcpu, isa);
+	count_old_exit(exit_reason, vcpu, isa, THREAD_CURRENT);
 	return 0;
 }
 
@@ -561,7 +640,7 @@ SEC("tracepoint/kvm/kvm_exit")
 int handle_kvm_exit_tp(struct kvmexit_tp_exit *ctx)
 {
 	count_exit(ctx->exit_reason, 0, ctx->isa, VCPU_CONST, NULL,
-		   tp_has_vcpu_id ? ctx->vcpu_id : KVMEXIT_VCPU_UNKNOWN);
+		   tp_has_vcpu_id ? ctx->vcpu_id : KVMEXIT_VCPU_UNKNOWN, THREAD_CURRENT);
 	/* 1 keeps the record for other perf users (perf kvm stat, kvm_stat) */
 	return 1;
 }
@@ -579,21 +658,29 @@ static __always_inline __u32 arm64_reason(__u32 ret, __u32 esr_ec)
 SEC("tp_btf/kvm_exit")
 int BPF_PROG(handle_kvm_exit_arm64_btf, int ret, unsigned int esr_ec)
 {
-	count_exit(arm64_reason(ret, esr_ec), 0, KVMEXIT_ISA_ARM64, VCPU_THREAD, NULL, 0);
+	count_exit(arm64_reason(ret, esr_ec), 0, KVMEXIT_ISA_ARM64, VCPU_THREAD, NULL, 0, THREAD_CURRENT);
+	return 0;
+}
+
+/* >= 6.11, where the arm64 JIT inlines bpf_get_current_task_btf(): no helper call on a hit */
+SEC("tp_btf/kvm_exit")
+int BPF_PROG(handle_kvm_exit_arm64_btf_direct, int ret, unsigned int esr_ec)
+{
+	count_exit(arm64_reason(ret, esr_ec), 0, KVMEXIT_ISA_ARM64, VCPU_THREAD, NULL, 0, THREAD_TASK);
 	return 0;
 }
 
 SEC("raw_tp/kvm_exit")
 int BPF_PROG(handle_kvm_exit_arm64_raw, int ret, unsigned int esr_ec)
 {
-	count_exit(arm64_reason(ret, esr_ec), 0, KVMEXIT_ISA_ARM64, VCPU_THREAD, NULL, 0);
+	count_exit(arm64_reason(ret, esr_ec), 0, KVMEXIT_ISA_ARM64, VCPU_THREAD, NULL, 0, THREAD_CURRENT);
 	return 0;
 }
 
 SEC("tracepoint/kvm/kvm_exit")
 int handle_kvm_exit_arm64_tp(struct kvmexit_tp_exit_arm64 *ctx)
 {
-	count_exit(arm64_reason(ctx->ret, ctx->esr_ec), 0, KVMEXIT_ISA_ARM64, VCPU_THREAD, NULL, 0);
+	count_exit(arm64_reason(ctx->ret, ctx->esr_ec), 0, KVMEXIT_ISA_ARM64, VCPU_THREAD, NULL, 0, THREAD_CURRENT);
 	return 1;
 }
 
@@ -651,7 +738,7 @@ int handle_kvm_entry_tp(void *ctx)
 SEC("tracepoint/kvm/kvm_pio")
 int handle_kvm_pio_tp(struct kvmexit_tp_pio *ctx)
 {
-	count_exit(ctx->port, 0, KVMEXIT_ISA_PIO, VCPU_CONST, NULL, ctx->val);
+	count_exit(ctx->port, 0, KVMEXIT_ISA_PIO, VCPU_CONST, NULL, ctx->val, THREAD_CURRENT);
 	return 1;
 }
 
@@ -659,7 +746,7 @@ SEC("raw_tp/kvm_pio")
 int BPF_PROG(handle_kvm_pio_raw, unsigned int rw, unsigned int port, unsigned int size,
 	     unsigned int count, const void *data)
 {
-	count_exit(port, 0, KVMEXIT_ISA_PIO, VCPU_PIO, data, size);
+	count_exit(port, 0, KVMEXIT_ISA_PIO, VCPU_PIO, data, size, THREAD_CURRENT);
 	return 0;
 }
 
@@ -670,7 +757,7 @@ int BPF_PROG(handle_kvm_pio_raw, unsigned int rw, unsigned int port, unsigned in
 SEC("tp_btf/kvm_pio")
 int handle_kvm_pio_btf(__u64 *ctx)
 {
-	count_exit((__u32)ctx[1], 0, KVMEXIT_ISA_PIO, VCPU_PIO_ARG, &ctx[4], (__u32)ctx[2]);
+	count_exit((__u32)ctx[1], 0, KVMEXIT_ISA_PIO, VCPU_PIO_ARG, &ctx[4], (__u32)ctx[2], THREAD_CURRENT);
 	return 0;
 }
 #endif
@@ -684,14 +771,14 @@ int handle_kvm_pio_btf(__u64 *ctx)
 SEC("tracepoint/kvm/kvm_msr")
 int handle_kvm_msr_tp(struct kvmexit_tp_msr *ctx)
 {
-	count_exit(ctx->ecx, 0, KVMEXIT_ISA_MSR, VCPU_CONST, NULL, KVMEXIT_VCPU_UNKNOWN);
+	count_exit(ctx->ecx, 0, KVMEXIT_ISA_MSR, VCPU_CONST, NULL, KVMEXIT_VCPU_UNKNOWN, THREAD_CURRENT);
 	return 1;
 }
 
 SEC("raw_tp/kvm_msr")
 int BPF_PROG(handle_kvm_msr_raw, unsigned int write, __u32 ecx)
 {
-	count_exit(ecx, 0, KVMEXIT_ISA_MSR, VCPU_CONST, NULL, KVMEXIT_VCPU_UNKNOWN);
+	count_exit(ecx, 0, KVMEXIT_ISA_MSR, VCPU_CONST, NULL, KVMEXIT_VCPU_UNKNOWN, THREAD_CURRENT);
 	return 0;
 }
 
@@ -699,7 +786,7 @@ int BPF_PROG(handle_kvm_msr_raw, unsigned int write, __u32 ecx)
 SEC("tp_btf/kvm_msr")
 int BPF_PROG(handle_kvm_msr_btf, unsigned int write, __u32 ecx)
 {
-	count_exit(ecx, 0, KVMEXIT_ISA_MSR, VCPU_CONST, NULL, KVMEXIT_VCPU_UNKNOWN);
+	count_exit(ecx, 0, KVMEXIT_ISA_MSR, VCPU_CONST, NULL, KVMEXIT_VCPU_UNKNOWN, THREAD_CURRENT);
 	return 0;
 }
 #endif

@@ -46,8 +46,25 @@ struct user_pt_regs {
 
 #pragma clang attribute push (__attribute__((preserve_access_index)), apply_to = record)
 
+/* a thread's struct pid: numbers[0].nr is its id in the initial namespace
+ * (what bpf_get_current_pid_tgid() gives); numbers[1] before 5.16's flexible array */
+struct upid {
+	int nr;
+};
+
+struct pid {
+	struct upid numbers[1];
+};
+
+/* arm64's tp_btf owner (bpf_get_current_task_btf()) */
+struct task_struct {
+	int pid;
+	int tgid;
+};
+
 struct kvm_vcpu {
 	int vcpu_id;
+	struct pid *pid;	/* the thread in KVM_RUN (set by kvm_vcpu_ioctl before it runs) */
 };
 
 union vmx_exit_reason {

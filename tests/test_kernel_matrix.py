@@ -482,3 +482,37 @@ def test_zipapp_counts_real_arm64_exits(run):
     assert "kvm:kvm_exit, tp_btf mode, arm64 reasons:" in lines
     assert lines[-1] in ("PASS: all 22 counts exact",) or lines[-1].endswith("short by events the kernel skipped and "
                                                                               "reported"), lines[-1]
+
+
+@pytest.mark.parametrize("run", [n for n in NAMES if MACHINES[n].bench], indirect=True)
+def test_bench_real_programs_see_the_same_exits(run):
+    """make bench-real in the machine (bench/real.py; its table is in the
+    matrix's summary): every program attached at once ran on the same real
+    exits, round by round, as many as the guest made at least; each took
+    time.  The figures themselves are the benchmark's to print, not to judge."""
+    b = run.results["bench"]
+    assert b["rc"] == 0, b["stderr"][-2000:]
+    data = b["data"]
+    rounds, hit, miss = (int(x) for x in run.machine.bench.split(","))
+    assert (data["vendor"], data["rounds"], data["hit"], data["miss"]) == (run.machine.vendor, rounds, hit, miss)
+    names = ["empty", "pidtgid", "kvmexit", "latency", "detail"]
+    want = {"%s/%s/%s" % (m, c, n) for m in ("tp_btf", "raw_tp", "tracepoint") for c in ("hit", "miss") for n in names}
+    if run.machine.vendor != "arm64":
+        want |= {"tracepoint/hit/bcc", "tracepoint/miss/bcc"}
+    res, progs = data["results"], data["programs"]
+    # kvmexit's own choice in each mode, and beside a direct program the one it falls back to
+    direct = {"svm": ("handle_kvm_exit_btf_direct", "handle_kvm_exit_raw_direct"),
+              "vmx": ("handle_kvm_exit_btf_direct", "handle_kvm_exit_raw_direct"),
+              "arm64": ("handle_kvm_exit_arm64_btf_direct", "handle_kvm_exit_arm64_raw")}[run.machine.vendor]
+    assert (progs["tp_btf/kvmexit"], progs["raw_tp/kvmexit"]) == direct
+    fallback = {"%s/fallback" % m: p.replace("_direct", "") for m, p in zip(("tp_btf", "raw_tp"), direct)
+                if p.endswith("_direct")}
+    assert {k: v for k, v in progs.items() if k.endswith("/fallback")} == fallback
+    want |= {"%s/%s/fallback" % (k.split("/")[0], c) for k in fallback for c in ("hit", "miss")}
+    assert set(res) == want
+    for case, least in (("hit", hit), ("miss", 2 * miss)):
+        for r in range(rounds):
+            seen = {k: v[r]["exits"] for k, v in res.items() if k.split("/")[1] == case}
+            assert len(set(seen.values())) == 1, seen
+            assert min(seen.values()) >= least
+            assert all(v[r]["ns"] > 0 for k, v in res.items() if k.split("/")[1] == case)

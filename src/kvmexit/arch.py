@@ -8,6 +8,7 @@ machine code in guest.py (by arch name).  Adding an architecture is a row
 here, its programs in kvm_exit.bpf.c and its guest code.
 """
 import os
+import re
 from dataclasses import dataclass
 
 from .abi import KVMEXIT_ISA_ARM64, KVMEXIT_ISA_SVM, KVMEXIT_ISA_VMX
@@ -25,6 +26,10 @@ class Arch:
         every exit program, where kvm_exit carries no vCPU.
     detail_programs: tracepoint -> program of --detail.
     calibration: the kvm_pio/kvm_msr hooks exist (x86 only).
+    direct_programs: (attach kind, prototype) -> the program that reads
+        with plain loads where exit_programs' calls a helper, tried first
+        on kernels since direct_since (x86: bpf_rdonly_cast() to void,
+        6.17; arm64: bpf_get_current_task_btf() inlined by the JIT, 6.11).
     """
     name: str
     machines: tuple
@@ -35,6 +40,8 @@ class Arch:
     vcpu_program: str
     detail_programs: dict
     calibration: bool
+    direct_programs: dict
+    direct_since: tuple
 
 
 X86 = Arch(
@@ -46,7 +53,9 @@ X86 = Arch(
     {"kvm_pio": "detail_kvm_pio", "kvm_msr": "detail_kvm_msr", "kvm_mmio": "detail_kvm_mmio",
      "kvm_fast_mmio": "detail_kvm_fast_mmio", "kvm_hypercall": "detail_kvm_hypercall",
      "kvm_userspace_exit": "detail_kvm_userspace_exit"},
-    True)
+    True,
+    {("tp_btf", "new"): "handle_kvm_exit_btf_direct", ("raw_tp", "new"): "handle_kvm_exit_raw_direct"},
+    (6, 17))
 
 ARM64 = Arch(
     "arm64", ("aarch64", "arm64"), (KVMEXIT_ISA_ARM64,), "kvm_exit_arm64.bpf.o", None,
@@ -56,7 +65,9 @@ ARM64 = Arch(
     {"kvm_mmio": "detail_kvm_mmio", "kvm_hvc_arm64": "detail_kvm_hvc_arm64",
      "kvm_handle_sys_reg": "detail_kvm_handle_sys_reg", "kvm_wfx_arm64": "detail_kvm_wfx_arm64",
      "kvm_userspace_exit": "detail_kvm_userspace_exit"},
-    False)
+    False,
+    {("tp_btf", None): "handle_kvm_exit_arm64_btf_direct"},
+    (6, 11))
 
 ARCHES = {a.name: a for a in (X86, ARM64)}
 
@@ -71,3 +82,9 @@ def for_machine(machine):
 
 def current():
     return for_machine(os.uname().machine)
+
+
+def release_at_least(release, version):
+    """Whether a kernel release string ("6.17.3+deb13-amd64") is version (6, 17) or later (pure)."""
+    m = re.match(r"(\d+)\.(\d+)", release)
+    return bool(m) and (int(m.group(1)), int(m.group(2))) >= tuple(version)

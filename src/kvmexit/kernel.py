@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 
 from . import _libbpf
+from . import arch as arches
 from .abi import TP_LAYOUT
 from .errors import KvmexitError, LibbpfError
 
@@ -133,6 +134,7 @@ class KernelBtf:
     vendors: set = field(default_factory=set)   # {"vmx", "svm"} vendor structs found
     flavour: str = None            # "pvm" when the KVM is kvm_pvm (never emits kvm_exit)
     error: str = None
+    direct: bool = False           # the arch's direct programs are worth a try (arch.Arch.direct_since)
 
 
 def _resolve(lib, btf, tid):
@@ -194,6 +196,7 @@ def probe_btf():
         info.error = "kernel BTF unavailable (%s)" % e
         return info
     info.available = True
+    info.direct = arches.release_at_least(os.uname().release, arches.current().direct_since)
     btfs, loaded = [vmlinux], []
     try:
         for mod in ("kvm", "kvm_intel", "kvm_amd"):

@@ -29,6 +29,7 @@ class Machine:
     interval: float = 1.0  # inside.py's interval and duration views, in the machine's seconds
     duration: int = 10
     nvhe: bool = False     # arm64: KVM in nVHE mode (kvm-arm.mode=nvhe) instead of VHE
+    bench: str = None      # make bench-real there: "rounds,hit exits,miss syncs" (inside.py's bench)
 
     @property
     def vendor(self):
@@ -42,22 +43,23 @@ MACHINES = {m.name: m for m in (
     # Bochs first: they take longest
     Machine("vmx-6.1", "6.1", "bochs", "corei7_skylake_x", **BOCHS),
     # 7.x panics at boot under corei7_skylake_x (fpstate_reset, from fpu__init_system_xstate)
-    Machine("vmx-newest", "newest", "bochs", "corei7_haswell_4770", **BOCHS),
+    Machine("vmx-newest", "newest", "bochs", "corei7_haswell_4770", bench="5,1000,100", **BOCHS),
     Machine("svm-5.10", "5.10", "qemu"),
     Machine("svm-6.1", "6.1", "qemu"),
     Machine("svm-6.12", "6.12", "qemu"),
     Machine("svm-6.16", "6.16", "qemu"),
-    Machine("svm-newest", "newest", "qemu"),
+    Machine("svm-newest", "newest", "qemu", bench="7,3000,300"),
     Machine("arm64-5.10", "arm64-5.10", "qemu-arm64"),
     Machine("arm64-6.1", "arm64-6.1", "qemu-arm64"),
     Machine("arm64-6.1-nvhe", "arm64-6.1", "qemu-arm64", nvhe=True),
     Machine("arm64-6.12", "arm64-6.12", "qemu-arm64"),
-    Machine("arm64-newest", "arm64-newest", "qemu-arm64"),
+    Machine("arm64-newest", "arm64-newest", "qemu-arm64", bench="7,3000,300"),
 )}
 
 # Bochs has no 9p: what the machine runs travels in an ext2 image
 BOCHS_PATHS = ("/usr/lib/python3.11", str(boot.REPO / ".venv"), str(boot.REPO / "src"), str(INSIDE.parent),
-               "/usr/lib/x86_64-linux-gnu/libbpf.so.1")
+               "/usr/lib/x86_64-linux-gnu/libbpf.so.1", str(boot.REPO / "bench" / "real.py"),
+               str(boot.REPO / "build" / "realexit.bpf.o"))
 BOCHS_PROGRAMS = ("/usr/bin/python3", "/usr/bin/python3.11", "/usr/bin/perf")
 
 
@@ -106,6 +108,9 @@ class Run:
         secs = self.results.get("seconds", {})
         if secs:
             lines.append("  inside: " + ", ".join("%s %.0f s" % kv for kv in secs.items()))
+        bench = self.results.get("bench") or {}
+        if bench.get("stdout"):
+            lines += ["  " + l for l in bench["stdout"].splitlines()]
         return lines
 
 
@@ -114,6 +119,8 @@ def run(machine, kernel, workdir, scenarios=("all",), log=print):
     workdir.mkdir(parents=True, exist_ok=True)
     env = ("PYTHONPATH=%s KVMEXIT_INSIDE_ZIPAPP=%s " % (userland.pythonpath(boot.REPO), build_zipapp())
            if machine.vendor == "arm64" else "")
+    if machine.bench:
+        env += "KVMEXIT_INSIDE_BENCH=%s " % machine.bench
     script = ("cd /tmp && %sKVMEXIT_INSIDE_MODES='%s' KVMEXIT_INSIDE_INTERVAL=%s KVMEXIT_INSIDE_DURATION=%s "
               "exec python3 %s %s\n" % (env, " ".join(machine.modes), machine.interval, machine.duration,
                                         INSIDE, " ".join(scenarios)))
