@@ -3,6 +3,7 @@
 # make test        set up, build, run the whole test suite, the kernel matrix included
 # make test-quick  the same without the kernel matrix and the packaging tests (about a minute)
 # make matrix      the kernel matrix alone
+# make bench       what kvmexit costs on this host; make bench-real: on real exits in the matrix's machines
 # make             build the BPF objects only
 PYTHON ?= /usr/bin/python3
 VENV ?= .venv
@@ -26,7 +27,7 @@ APT_PACKAGES += dwarves
 OBJS := src/kvmexit/bpf/kvm_exit.bpf.o src/kvmexit/bpf/kvm_exit_legacy.bpf.o src/kvmexit/bpf/kvm_exit_arm64.bpf.o
 KVMEXIT := $(VENV)/bin/kvmexit
 
-.PHONY: all build setup run test test-quick test-busy matrix bench stress soak dist zipapp check-repro install uninstall clean
+.PHONY: all build setup run test test-quick test-busy matrix bench bench-real stress soak dist zipapp check-repro install uninstall clean
 all: build
 
 build: $(OBJS)
@@ -79,6 +80,10 @@ matrix: setup build
 
 bench: setup build $(BENCH_OBJS)
 	$(VENV)/bin/python bench/bench.py
+
+# real kvm_exit events: bench/real.py in the matrix's newest SVM, VMX and arm64 machines (about 25 minutes)
+bench-real: setup build build/realexit.bpf.o
+	cd tests && ../$(VENV)/bin/python -m kernels bench
 
 # reliability: live reads under load, a long run's memory and fds, the suite on busy CPUs
 stress: setup build

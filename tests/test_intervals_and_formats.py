@@ -15,7 +15,7 @@ import pytest
 import kvmexit
 from helpers import (KVMEXIT, GuestProc, calibrated, dashboard_metrics, free_port, kvmexit_progs, port, scrape, spawn,
                      started, stop_all)
-from kvmexit import details, output, report
+from kvmexit import details, kernel, output, report
 from kvmexit.guest import DONE_PORT, SYNC_PORT
 from kvmexit.counts import CounterKey as K
 from kvmexit.counts import DetailKey, LatencyStat, Snapshot, lat_slot
@@ -272,10 +272,11 @@ def test_latency_attaches_exit_and_entry(mode):
     p.send_signal(signal.SIGINT)
     out, _ = p.communicate(timeout=30)
     assert p.returncode == 0
-    # the kvm_exit and the kvm_entry program of that mode
+    # the kvm_exit and the kvm_entry program of that mode (the direct one where the kernel takes it)
     kind = {"tp_btf": "btf", "raw_tp": "raw", "tracepoint": "tp"}[mode]
+    direct = "_direct" if kernel.probe_btf().direct and mode != "tracepoint" else ""
     assert sorted(pr["name"] for pr in json.loads(names) if pr["id"] in progs) == \
-        ["handle_kvm_entry_" + kind, "handle_kvm_exit_%s" % kind]
+        ["handle_kvm_entry_" + kind, "handle_kvm_exit_%s%s" % (kind, direct)]
     assert latency == 1      # the exit program records each exit's time
     assert out.splitlines()[2] == ("PID      TID      KVM_EXIT_REASON                     COUNT      TOTAL_us     "
                                    "MIN_us     AVG_us     P50_us     P90_us     P99_us     MAX_us")

@@ -509,6 +509,9 @@ def test_bench_real_programs_see_the_same_exits(run):
                 if p.endswith("_direct")}
     assert {k: v for k, v in progs.items() if k.endswith("/fallback")} == fallback
     want |= {"%s/%s/fallback" % (k.split("/")[0], c) for k in fallback for c in ("hit", "miss")}
+    if run.machine.vendor != "arm64":
+        assert progs["tp_btf/vcpu_pid"] == "handle_kvm_exit_btf_direct_vpid"
+        want |= {"tp_btf/hit/vcpu_pid", "tp_btf/miss/vcpu_pid"}
     assert set(res) == want
     for case, least in (("hit", hit), ("miss", 2 * miss)):
         for r in range(rounds):

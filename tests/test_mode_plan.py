@@ -120,3 +120,36 @@ def test_arm64_plan():
         plan("kvm_pio", "auto", arm, arch=ARM64)
     with pytest.raises(KvmexitError, match="no way to attach"):
         plan("kvm_exit", "tracepoint", arm, tp_ok=False, arch=ARM64)
+
+
+def test_direct_programs_first_where_the_kernel_should_take_them():
+    """6.17+ (x86) and 6.11+ (arm64): the direct program of a kind first, the
+    helper-reading one after it (what loads where a verifier refuses the
+    direct one); only kvm_exit's new prototype has one on x86."""
+    from dataclasses import replace
+    from kvmexit.arch import ARM64
+    attempts, _ = plan("kvm_exit", "auto", replace(NEW_VMX, direct=True))
+    assert [(a.prog, a.kind) for a in attempts] == [
+        ("handle_kvm_exit_btf_direct", "tp_btf"), ("handle_kvm_exit_btf", "tp_btf"),
+        ("handle_kvm_exit_raw_direct", "raw_tp"), ("handle_kvm_exit_raw", "raw_tp"),
+        ("handle_kvm_exit_tp", "tracepoint")]
+    assert [a.prog for a in plan("kvm_exit", "raw_tp", replace(NEW_VMX, direct=True))[0]] == [
+        "handle_kvm_exit_raw_direct", "handle_kvm_exit_raw"]
+    assert [a.prog for a in plan("kvm_exit", "auto", replace(OLD, direct=True))[0]] == [
+        "handle_kvm_exit_btf_old", "handle_kvm_exit_raw_old", "handle_kvm_exit_tp"]
+    assert [a.prog for a in plan("kvm_pio", "auto", replace(NEW_VMX, direct=True))[0]] == [
+        "handle_kvm_pio_btf", "handle_kvm_pio_raw", "handle_kvm_pio_tp"]
+    arm = KernelBtf(available=True, proto="old", direct=True)
+    assert [a.prog for a in plan("kvm_exit", "auto", arm, arch=ARM64)[0]] == [
+        "handle_kvm_exit_arm64_btf_direct", "handle_kvm_exit_arm64_btf", "handle_kvm_exit_arm64_raw",
+        "handle_kvm_exit_arm64_tp"]
+
+
+@pytest.mark.parametrize("release,version,want", [
+    ("6.17.0", (6, 17), True), ("7.3.4+deb13-amd64", (6, 17), True), ("6.16.12+deb13-amd64", (6, 17), False),
+    ("6.12.118+deb13-arm64", (6, 11), True), ("6.1.0-57-arm64", (6, 11), False), ("5.10.0-32-amd64", (6, 17), False),
+    ("6.18.0-pvm", (6, 17), True), ("10.0.1", (6, 17), True), ("weird", (6, 17), False),
+])
+def test_release_at_least(release, version, want):
+    from kvmexit.arch import release_at_least
+    assert release_at_least(release, version) is want

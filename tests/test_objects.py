@@ -48,7 +48,8 @@ def _table(name):
     """{program: section} the tracer's tables ask of an object: all of x86's
     of the CO-RE one; of the legacy one, those that need no kernel BTF (no
     tp_btf, not the new prototype, which finds the reason by CO-RE); arm64's
-    of the arm64 one, and the kvm_entry programs of all."""
+    of the arm64 one, the direct programs of the CO-RE ones, and the
+    kvm_entry programs of all."""
     core = name != LEGACY_OBJECT
     if name == ARM64_OBJECT:
         rows = [(prog, kind, "kvm_exit") for (kind, _), prog in ARM64.exit_programs.items()]
@@ -56,6 +57,12 @@ def _table(name):
     else:
         rows = [(prog, kind, source) for (source, kind, proto), prog in PROGRAMS.items()
                 if core or (kind != "tp_btf" and proto != "new")]
+    if core:
+        rows += [(prog, kind, "kvm_exit") for (kind, _), prog in (ARM64 if name == ARM64_OBJECT else X86)
+                 .direct_programs.items()]
+    if name == CORE_OBJECT:
+        # make bench-real's: the direct tp_btf program with the thread read from vcpu->pid
+        rows += [("handle_kvm_exit_btf_direct_vpid", "tp_btf", "kvm_exit")]
     rows += [(prog, kind, "kvm_entry") for kind, prog in ENTRY_PROGRAMS.items() if core or kind != "tp_btf"]
     rows += [(prog, "raw_tp", tp) for tp, prog in (ARM64 if name == ARM64_OBJECT else X86).detail_programs.items()]
     return {prog: ("tracepoint/kvm/%s" if kind == "tracepoint" else kind + "/%s") % source

@@ -4,6 +4,7 @@
     python -m kernels list                      the machines
     python -m kernels run MACHINE [SCENARIO...] boot one, run inside.py's scenarios, print its results file
     python -m kernels demo [MACHINE]            make run's table of real exits (default svm-6.1)
+    python -m kernels bench                     make bench-real: bench/real.py in the machines that run it
 """
 import os
 import sys
@@ -50,6 +51,20 @@ def main(argv):
         r = _boot(argv[1], argv[2:] or ["all"], workdir)
         print("\n".join(r.summary()))
         print(r.boot.out / "results.json")
+        return 0
+    if argv[:1] == ["bench"]:
+        names = [n for n, m in matrix.MACHINES.items() if m.bench]
+        with tempfile.TemporaryDirectory(prefix="kvmexit-bench-") as d:
+            m = matrix.Matrix(names, Path(d), matrix.jobs())
+            try:
+                for n in names:
+                    r = m.result(n)
+                    print("\n".join(r.summary()), flush=True)
+                    if r.results["bench"]["rc"]:
+                        print(r.results["bench"]["stderr"], file=sys.stderr)
+                        return 1
+            finally:
+                m.close()
         return 0
     if argv[:1] == ["demo"]:
         return demo(argv[1] if len(argv) > 1 else "svm-6.1")

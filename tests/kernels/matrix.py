@@ -53,7 +53,7 @@ MACHINES = {m.name: m for m in (
     Machine("arm64-6.1", "arm64-6.1", "qemu-arm64"),
     Machine("arm64-6.1-nvhe", "arm64-6.1", "qemu-arm64", nvhe=True),
     Machine("arm64-6.12", "arm64-6.12", "qemu-arm64"),
-    Machine("arm64-newest", "arm64-newest", "qemu-arm64", bench="7,3000,300"),
+    Machine("arm64-newest", "arm64-newest", "qemu-arm64", bench="5,2000,100"),
 )}
 
 # Bochs has no 9p: what the machine runs travels in an ext2 image
