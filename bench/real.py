@@ -66,9 +66,10 @@ class Program:
         (self.kvm or self.obj).detach()
 
     def stats(self):
-        """(exit program's run_time_ns, run_cnt, the extra programs' run_time_ns)."""
+        """(exit program's run_time_ns, run_cnt, the extra programs' run_time_ns,
+        the exits the kernel skipped the exit program for)."""
         t, n = self.obj.prog_stats(self.prog)
-        return t, n, sum(self.obj.prog_stats(p)[0] for p in self.extra)
+        return t, n, sum(self.obj.prog_stats(p)[0] for p in self.extra), self.obj.prog_misses(self.prog)
 
     def close(self):
         (self.kvm or self.obj).close()
@@ -172,13 +173,13 @@ def measure(rounds, n_hit, n_miss, log=print):
             try:
                 for p in order:
                     p.attach()
-                for case, work, n in (("hit", hit, n_hit), ("miss", miss, n_miss)):
+                for case, work, n in (("hit", hit, n_hit), ("miss", miss, n_miss))[:2 if n_miss else 1]:
                     before = [p.stats() for p in progs]
                     work(ven, n)
                     for p, b in zip(progs, before):
-                        t, c, x = (a - b0 for a, b0 in zip(p.stats(), b))
+                        t, c, x, skipped = (a - b0 for a, b0 in zip(p.stats(), b))
                         res.setdefault("%s/%s/%s" % (p.mode, case, p.name), []).append(
-                            {"ns": t / max(1, c), "extra_ns": x / max(1, c), "exits": c})
+                            {"ns": t / max(1, c), "extra_ns": x / max(1, c), "exits": c, "skipped": skipped})
             finally:
                 for p in order:
                     p.detach()
@@ -214,8 +215,9 @@ def medians(data):
 def report(data, out=print):
     res, meds, progs = data["results"], medians(data), data["programs"]
     rows = []
+    cases = [c for c in ("hit", "miss") if data[c]]
     for mode in MODES:
-        for case in ("hit", "miss"):
+        for case in cases:
             m, bcc = meds[(mode, case)], meds.get(("tracepoint", case), {}).get("bcc")
             ns = lambda name: [r["ns"] for r in res["%s/%s/%s" % (mode, case, name)]]
             extra = lambda name: med([r["extra_ns"] for r in res["%s/%s/%s" % (mode, case, name)]])
@@ -228,12 +230,13 @@ def report(data, out=print):
                          cell([r["ns"] for r in res["tracepoint/%s/bcc" % case]]) if bcc else "-",
                          ratio("kvmexit", m["empty"]), ratio("kvmexit", bcc), ratio("fallback", m["empty"]),
                          ratio("fallback", bcc), ratio("vcpu_pid", bcc)])
-    exits = {case: med([x["exits"] for x in res["tp_btf/%s/empty" % case]]) for case in ("hit", "miss")}
+    exits = {case: med([x["exits"] for x in res["tp_btf/%s/empty" % case]]) for case in cases}
     out("Real kvm_exit events, %s, kernel %s: ns per exit (bpf_stats run_time_ns / run_cnt), median (min-max) of "
-        "%d rounds, all programs attached together; hit: one thread, %d exits a round; miss: two threads taking "
-        "turns on CPU 0, %d exits a round; +latency, +detail: kvmexit's exit program with them; "
-        "after ';' their other programs (entry, details), ns per exit" % (
-            data["vendor"], data["release"], data["rounds"], exits["hit"], exits["miss"]))
+        "%d rounds, all programs attached together; hit: one thread, %d exits a round; %s; +latency, +detail: "
+        "kvmexit's exit program with them; after ';' their other programs (entry, details), ns per exit" % (
+            data["vendor"], data["release"], data["rounds"], exits["hit"],
+            "miss: two threads taking turns on CPU 0, %d exits a round" % exits["miss"] if data["miss"]
+            else "miss: not measured here"))
     out("kvmexit's programs: " + ", ".join("%s %s" % (mode, progs["%s/kvmexit" % mode]) for mode in MODES) +
         "; fallback: " + (", ".join("%s %s" % (k.split("/")[0], v) for k, v in progs.items()
                                    if k.endswith("/fallback")) or "none") +
@@ -250,7 +253,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--hit", type=int, default=3000, help="exits of a hit round")
-    ap.add_argument("--miss", type=int, default=300, help="syncs per thread of a miss round")
+    ap.add_argument("--miss", type=int, default=300, help="syncs per thread of a miss round (0: no miss round)")
     ap.add_argument("--json", help="also write the raw figures here")
     ap.add_argument("--report", help="print the table of an earlier --json file and exit")
     args = ap.parse_args()
