@@ -24,7 +24,8 @@ APT_PACKAGES += qemu-system-x86 qemu-system-arm bochs bochsbios vgabios bochs-te
 # the BTF corpus: pahole encodes Debian 5.10's module BTF from its -dbg package
 APT_PACKAGES += dwarves
 
-OBJS := src/kvmexit/bpf/kvm_exit.bpf.o src/kvmexit/bpf/kvm_exit_legacy.bpf.o src/kvmexit/bpf/kvm_exit_arm64.bpf.o
+OBJS := src/kvmexit/bpf/kvm_exit.bpf.o src/kvmexit/bpf/kvm_exit_direct.bpf.o src/kvmexit/bpf/kvm_exit_legacy.bpf.o \
+	src/kvmexit/bpf/kvm_exit_arm64.bpf.o
 KVMEXIT := $(VENV)/bin/kvmexit
 
 .PHONY: all build setup run test test-quick test-busy matrix bench bench-real stress soak dist zipapp check-repro install uninstall clean
@@ -112,9 +113,9 @@ zipapp: dist
 check-repro:
 	@rm -rf build/repro && mkdir -p build/repro && cp -r bpf build/repro/src
 	@$(MAKE) -s -C build/repro/src OUT=$(CURDIR)/build/repro CLANG=$(CLANG) LLVM_STRIP=$(LLVM_STRIP) >/dev/null
-	@for o in kvm_exit.bpf.o kvm_exit_legacy.bpf.o kvm_exit_arm64.bpf.o; do \
+	@for o in kvm_exit.bpf.o kvm_exit_direct.bpf.o kvm_exit_legacy.bpf.o kvm_exit_arm64.bpf.o; do \
 		cmp -s build/repro/$$o src/kvmexit/bpf/$$o || { echo "check-repro: src/kvmexit/bpf/$$o differs from a rebuild of bpf/: run make" >&2; exit 1; }; \
-	done; echo "check-repro: the three objects rebuild byte-identical"
+	done; echo "check-repro: the four objects rebuild byte-identical"
 
 # no rebuild here (make install runs as root): build first with make
 install:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
-OBJECTS = ("kvm_exit.bpf.o", "kvm_exit_legacy.bpf.o", "kvm_exit_arm64.bpf.o")
+OBJECTS = ("kvm_exit.bpf.o", "kvm_exit_direct.bpf.o", "kvm_exit_legacy.bpf.o", "kvm_exit_arm64.bpf.o")
 
 
 class CustomBuildHook(BuildHookInterface):

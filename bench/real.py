@@ -112,7 +112,7 @@ def load_all(ven):
                                                                      arch=arch)))
             # x86 tp_btf: the owner from vcpu->pid (no helper at all) instead of asked for
             if plain.prog == "handle_kvm_exit_btf_direct":
-                progs.append(kvmexit("vcpu_pid", mode, KvmExitObject(arch.core_object,
+                progs.append(kvmexit("vcpu_pid", mode, KvmExitObject(arch.direct_object,
                                                                      "handle_kvm_exit_btf_direct_vpid", arch=arch)))
         if ven != "arm64":
             prog = "bcc_%s_exit_tp" % ven

@@ -13,6 +13,11 @@
  * calls count_exit(); userspace loads exactly one kvm_exit (or calibration)
  * program, and with --latency the kvm_entry program of the same kind.
  *
+ * Built with -DKVMEXIT_DIRECT as well (kvm_exit_direct.bpf.o): the same
+ * plus the *_direct programs of 6.17+, which call the bpf_rdonly_cast()
+ * kfunc; apart, so that a libbpf without weak kfunc externs still loads
+ * the CO-RE object.
+ *
  * Built with -D__TARGET_ARCH_arm64 (kvm_exit_arm64.bpf.o, CO-RE): arm64's
  * kvm_exit programs, the kprobe that tells each thread's vCPU, and the
  * programs both architectures share (kvm_entry, --detail's common events).
@@ -506,6 +511,7 @@ static __always_inline void count_detail(__u32 kind, __u64 value, __u32 dir)
 
 #if !KVMEXIT_ARCH_ARM64
 #ifndef KVMEXIT_LEGACY
+#ifdef KVMEXIT_DIRECT
 /*
  * >= 6.17: bpf_rdonly_cast() to void makes any kernel address readable by
  * a plain load (untrusted and read-only: a faulting load reads 0), where a
@@ -514,6 +520,7 @@ static __always_inline void count_detail(__u32 kind, __u64 value, __u32 dir)
  */
 extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
 #define LOAD_DIRECT(type, addr)	(*(const type *)bpf_rdonly_cast((const void *)(addr), 0))
+#endif
 
 /* >= 5.16: the reason lives only in the vendor vCPU struct; direct: read
  * by LOAD_DIRECT instead of BPF_CORE_READ's helper calls */
@@ -530,6 +537,7 @@ static __always_inline void count_vendor_exit(struct kvm_vcpu *vcpu, __u32 isa, 
 		count_exit(0, KVMEXIT_KEY_NO_REASON, isa, VCPU_CONST, NULL, KVMEXIT_VCPU_UNKNOWN, THREAD_CURRENT);
 		return;
 	}
+#ifdef KVMEXIT_DIRECT
 	if (direct && isa == KVMEXIT_ISA_VMX && bpf_core_type_exists(struct vcpu_vmx)) {
 		__u64 vmx = (__u64)vcpu - bpf_core_field_offset(struct vcpu_vmx, vcpu);
 
@@ -545,7 +553,9 @@ static __always_inline void count_vendor_exit(struct kvm_vcpu *vcpu, __u32 isa, 
 		__u64 vmcb = LOAD_DIRECT(__u64, svm + bpf_core_field_offset(struct vcpu_svm, vmcb));
 
 		reason = LOAD_DIRECT(__u32, vmcb + bpf_core_field_offset(struct vmcb, control.exit_code));
-	} else if (!direct && isa == KVMEXIT_ISA_VMX && bpf_core_type_exists(struct vcpu_vmx)) {
+	} else
+#endif
+	if (!direct && isa == KVMEXIT_ISA_VMX && bpf_core_type_exists(struct vcpu_vmx)) {
 		void *vmx = (void *)vcpu - bpf_core_field_offset(struct vcpu_vmx, vcpu);
 
 		if (bpf_core_field_exists(struct vcpu_vmx, vt))
@@ -606,6 +616,7 @@ int BPF_PROG(handle_kvm_exit_raw, struct kvm_vcpu *vcpu, __u32 isa)
 	return 0;
 }
 
+#ifdef KVMEXIT_DIRECT
 /* >= 6.17: the reason read by LOAD_DIRECT, the thread asked for */
 SEC("tp_btf/kvm_exit")
 int BPF_PROG(handle_kvm_exit_btf_direct, struct kvm_vcpu *vcpu, __u32 isa)
@@ -631,6 +642,7 @@ int BPF_PROG(handle_kvm_exit_raw_direct, struct kvm_vcpu *vcpu, __u32 isa)
 	count_vendor_exit(vcpu, isa, THREAD_CURRENT, true);
 	return 0;
 }
+#endif
 
 SEC("tp_btf/kvm_exit")
 int BPF_PROG(handle_kvm_exit_btf_old, unsigned int exit_reason, struct kvm_vcpu *vcpu, __u32 isa)

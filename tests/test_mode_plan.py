@@ -129,10 +129,12 @@ def test_direct_programs_first_where_the_kernel_should_take_them():
     from dataclasses import replace
     from kvmexit.arch import ARM64
     attempts, _ = plan("kvm_exit", "auto", replace(NEW_VMX, direct=True))
-    assert [(a.prog, a.kind) for a in attempts] == [
-        ("handle_kvm_exit_btf_direct", "tp_btf"), ("handle_kvm_exit_btf", "tp_btf"),
-        ("handle_kvm_exit_raw_direct", "raw_tp"), ("handle_kvm_exit_raw", "raw_tp"),
-        ("handle_kvm_exit_tp", "tracepoint")]
+    assert [(a.obj, a.prog, a.kind) for a in attempts] == [
+        ("kvm_exit_direct.bpf.o", "handle_kvm_exit_btf_direct", "tp_btf"),
+        (CORE_OBJECT, "handle_kvm_exit_btf", "tp_btf"),
+        ("kvm_exit_direct.bpf.o", "handle_kvm_exit_raw_direct", "raw_tp"),
+        (CORE_OBJECT, "handle_kvm_exit_raw", "raw_tp"),
+        (CORE_OBJECT, "handle_kvm_exit_tp", "tracepoint")]
     assert [a.prog for a in plan("kvm_exit", "raw_tp", replace(NEW_VMX, direct=True))[0]] == [
         "handle_kvm_exit_raw_direct", "handle_kvm_exit_raw"]
     assert [a.prog for a in plan("kvm_exit", "auto", replace(OLD, direct=True))[0]] == [

@@ -16,6 +16,7 @@ from kvmexit.skeleton import CORE_OBJECT, LEGACY_OBJECT, Filter
 from kvmexit.tracer import ENTRY_PROGRAMS, PROGRAMS
 
 ARM64_OBJECT = ARM64.core_object
+DIRECT_OBJECT = X86.direct_object
 
 OBJDIR = Path(kvmexit.__file__).parent / "bpf"
 
@@ -57,10 +58,10 @@ def _table(name):
     else:
         rows = [(prog, kind, source) for (source, kind, proto), prog in PROGRAMS.items()
                 if core or (kind != "tp_btf" and proto != "new")]
-    if core:
+    if name in (ARM64_OBJECT, DIRECT_OBJECT):
         rows += [(prog, kind, "kvm_exit") for (kind, _), prog in (ARM64 if name == ARM64_OBJECT else X86)
                  .direct_programs.items()]
-    if name == CORE_OBJECT:
+    if name == DIRECT_OBJECT:
         # make bench-real's: the direct tp_btf program with the thread read from vcpu->pid
         rows += [("handle_kvm_exit_btf_direct_vpid", "tp_btf", "kvm_exit")]
     rows += [(prog, kind, "kvm_entry") for kind, prog in ENTRY_PROGRAMS.items() if core or kind != "tp_btf"]
@@ -69,7 +70,8 @@ def _table(name):
             for prog, kind, source in rows}
 
 
-@pytest.mark.parametrize("name,core", [(CORE_OBJECT, True), (LEGACY_OBJECT, False), (ARM64_OBJECT, True)])
+@pytest.mark.parametrize("name,core", [(CORE_OBJECT, True), (DIRECT_OBJECT, True), (LEGACY_OBJECT, False),
+                                       (ARM64_OBJECT, True)])
 def test_object_shape(name, core):
     with open(_elf(name), "rb") as f:
         elf = ELFFile(f)
@@ -89,7 +91,11 @@ def test_object_shape(name, core):
         relos = _core_relo_len(elf)
         # the legacy object must load where kernel BTF is missing: no CO-RE at all; arm64's
         # reads one kernel field (kvm_vcpu.vcpu_id, in its kprobe)
-        assert relos > 200 if name == CORE_OBJECT else relos > 0 if arm64 else relos == 0
+        assert relos > 200 if name in (CORE_OBJECT, DIRECT_OBJECT) else relos > 0 if arm64 else relos == 0
+        # the kfunc extern (bpf_rdonly_cast) only in the direct object: an old libbpf opens the others
+        kfuncs = {s.name for s in elf.get_section_by_name(".symtab").iter_symbols() if s["st_shndx"] == "SHN_UNDEF"
+                  and s.name}
+        assert kfuncs == ({"bpf_rdonly_cast"} if name == DIRECT_OBJECT else set())
     # libbpf finds the same programs and maps by iterating the object
     with BpfObject(package_object(name), abi.OBJECT_NAME) as obj:
         assert set(obj.programs) == set(_table(name))

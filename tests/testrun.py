@@ -10,6 +10,7 @@ from pathlib import Path
 
 from kernels.corpus import HDR, MAGIC, sections
 from kvmexit import _libbpf
+from kvmexit.arch import X86
 from kvmexit.bpfobject import BpfObject
 from kvmexit.skeleton import CORE_OBJECT, Filter, KvmExitObject
 
@@ -46,8 +47,10 @@ class FakeMem:
 
 
 def core(prog, btf_path=None, filt=Filter(), max_entries=64, entry=None, detail=False):
-    """kvm_exit.bpf.o loaded for test runs of prog, CO-RE relocated against btf_path."""
-    return KvmExitObject(CORE_OBJECT, prog, entry, filt, max_entries, True, btf_path, detail)
+    """kvm_exit.bpf.o (kvm_exit_direct.bpf.o for a *_direct program) loaded for
+    test runs of prog, CO-RE relocated against btf_path."""
+    obj = X86.direct_object if prog.endswith("_direct") else CORE_OBJECT
+    return KvmExitObject(obj, prog, entry, filt, max_entries, True, btf_path, detail)
 
 
 def counts(obj):

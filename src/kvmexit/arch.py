@@ -29,7 +29,8 @@ class Arch:
     direct_programs: (attach kind, prototype) -> the program that reads
         with plain loads where exit_programs' calls a helper, tried first
         on kernels since direct_since (x86: bpf_rdonly_cast() to void,
-        6.17; arm64: bpf_get_current_task_btf() inlined by the JIT, 6.11).
+        6.17; arm64: bpf_get_current_task_btf() inlined by the JIT, 6.11),
+        from direct_object (x86: apart, for the kfunc extern).
     """
     name: str
     machines: tuple
@@ -42,6 +43,7 @@ class Arch:
     calibration: bool
     direct_programs: dict
     direct_since: tuple
+    direct_object: str
 
 
 X86 = Arch(
@@ -55,7 +57,7 @@ X86 = Arch(
      "kvm_userspace_exit": "detail_kvm_userspace_exit"},
     True,
     {("tp_btf", "new"): "handle_kvm_exit_btf_direct", ("raw_tp", "new"): "handle_kvm_exit_raw_direct"},
-    (6, 17))
+    (6, 17), "kvm_exit_direct.bpf.o")
 
 ARM64 = Arch(
     "arm64", ("aarch64", "arm64"), (KVMEXIT_ISA_ARM64,), "kvm_exit_arm64.bpf.o", None,
@@ -67,7 +69,7 @@ ARM64 = Arch(
      "kvm_userspace_exit": "detail_kvm_userspace_exit"},
     False,
     {("tp_btf", None): "handle_kvm_exit_arm64_btf_direct"},
-    (6, 11))
+    (6, 11), "kvm_exit_arm64.bpf.o")
 
 ARCHES = {a.name: a for a in (X86, ARM64)}
 

@@ -67,12 +67,12 @@ class Attempt:
 
 
 def _programs(arch, kind, proto, direct):
-    """kvm_exit's programs of one attach kind, in order of preference: the
-    direct one first where the kernel should take it (an older verifier
-    refuses it, and the next one loads)."""
-    prog = arch.exit_programs[(kind, proto)]
+    """kvm_exit's (object, program) of one attach kind, in order of
+    preference: the direct one first where the kernel should take it (an
+    older verifier or libbpf refuses it, and the next one loads)."""
+    plain = (arch.core_object, arch.exit_programs[(kind, proto)])
     fast = arch.direct_programs.get((kind, proto)) if direct else None
-    return [fast, prog] if fast else [prog]
+    return [(arch.direct_object, fast), plain] if fast else [plain]
 
 
 def plan_arm64(source, mode, kbtf, tp_ok=True):
@@ -83,8 +83,8 @@ def plan_arm64(source, mode, kbtf, tp_ok=True):
     if not kbtf.available:
         raise KvmexitError("kvmexit on arm64 needs kernel BTF (%s): a kernel built with CONFIG_DEBUG_INFO_BTF"
                            % kbtf.error)
-    attempts = [Attempt(a.core_object, prog, k) for k in ("tp_btf", "raw_tp", "tracepoint")
-                for prog in _programs(a, k, None, kbtf.direct)
+    attempts = [Attempt(obj, prog, k) for k in ("tp_btf", "raw_tp", "tracepoint")
+                for obj, prog in _programs(a, k, None, kbtf.direct)
                 if (mode in ("auto", k)) and (k != "tracepoint" or tp_ok)]
     if not attempts:
         raise KvmexitError("no way to attach to %s in %s mode on this kernel; use --mode auto" % (source, mode))
@@ -124,9 +124,9 @@ def plan(source, mode, kbtf, need_vcpu=False, tp_ok=True, tp_vcpu=True, arch=arc
     elif kbtf.available:
         fast = []
         if source != "kvm_exit" or proto == "old" or (proto == "new" and (kbtf.vendors or mode in ("tp_btf", "raw_tp"))):
-            fast = [Attempt(CORE_OBJECT, prog, k) for k in ("tp_btf", "raw_tp")
-                    for prog in (_programs(arch, k, proto, kbtf.direct) if source == "kvm_exit"
-                                 else [PROGRAMS[(source, k, proto)]])]
+            fast = [Attempt(obj, prog, k) for k in ("tp_btf", "raw_tp")
+                    for obj, prog in (_programs(arch, k, proto, kbtf.direct) if source == "kvm_exit"
+                                      else [(CORE_OBJECT, PROGRAMS[(source, k, proto)])])]
             if source == "kvm_exit" and proto == "new" and not kbtf.vendors:
                 notes.append("no vcpu_vmx or vcpu_svm type in kernel BTF (kvm_intel/kvm_amd not loaded?): "
                              "%s mode cannot read exit reasons, they show as UNREADABLE" % mode)
