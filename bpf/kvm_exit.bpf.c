@@ -173,7 +173,7 @@ static __always_inline __u32 vcpu_id_of(enum vcpu_src src, const void *ptr, __u3
 /* how a program tells the event's thread, for the cache's owner word */
 enum thread_src {
 	THREAD_CURRENT,		/* bpf_get_current_pid_tgid(): KVMEXIT_OWNER(pid_tgid, isa) */
-	THREAD_VCPU_PID,	/* x86 tp_btf: the vCPU's struct pid, no helper: KVMEXIT_OWNER(tid, isa) */
+	THREAD_VCPU_PID,	/* x86 tp_btf, make bench-real's vcpu->pid program: the vCPU's struct pid, no helper: KVMEXIT_OWNER(tid, isa) */
 	THREAD_TASK,		/* arm64 tp_btf: bpf_get_current_task_btf() (inlined since 6.11), its pid and tgid */
 };
 
@@ -392,8 +392,8 @@ static __always_inline void count_entry(void)
 /*
  * The one counting function every program calls.  A hit (this CPU's cache
  * owned by the thread, the reason cached) is one array lookup, two compares
- * and an increment; in tp_btf the thread is read from the vCPU (two loads)
- * instead of asked for (a helper call).
+ * and an increment.  thread_src: how the thread is told (a helper call, or
+ * loads where make bench-real measures those cheaper).
  */
 static __always_inline void count_exit(__u32 reason, __u8 flags, __u8 isa, enum vcpu_src vcpu_src,
 				       const void *vcpu_ptr, __u32 vcpu_aux, enum thread_src thread_src)
@@ -605,7 +605,7 @@ static __always_inline void count_old_exit(__u64 reason, struct kvm_vcpu *vcpu, 
 SEC("tp_btf/kvm_exit")
 int BPF_PROG(handle_kvm_exit_btf, struct kvm_vcpu *vcpu, __u32 isa)
 {
-	count_vendor_exit(vcpu, isa, THREAD_VCPU_PID, false);
+	count_vendor_exit(vcpu, isa, THREAD_CURRENT, false);
 	return 0;
 }
 
@@ -626,9 +626,9 @@ int BPF_PROG(handle_kvm_exit_btf_direct, struct kvm_vcpu *vcpu, __u32 isa)
 }
 
 /* the same with no helper call at all: the thread read from vcpu->pid.
- * make bench-real measures it beside the one above, which x86's JIT makes
- * cheaper (each typed load carries a guard against user addresses, two of
- * them cost more than the helper call); not loaded by kvmexit */
+ * make bench-real measures it beside the one above; not loaded by kvmexit:
+ * x86's JIT guards each typed load against user addresses, and the two it
+ * needs cost what the helper call costs (equal under Bochs) */
 SEC("tp_btf/kvm_exit")
 int BPF_PROG(handle_kvm_exit_btf_direct_vpid, struct kvm_vcpu *vcpu, __u32 isa)
 {
@@ -647,7 +647,7 @@ int BPF_PROG(handle_kvm_exit_raw_direct, struct kvm_vcpu *vcpu, __u32 isa)
 SEC("tp_btf/kvm_exit")
 int BPF_PROG(handle_kvm_exit_btf_old, unsigned int exit_reason, struct kvm_vcpu *vcpu, __u32 isa)
 {
-	count_old_exit(exit_reason, vcpu, isa, THREAD_VCPU_PID);
+	count_old_exit(exit_reason, vcpu, isa, THREAD_CURRENT);
 	return 0;
 }
 #endif
