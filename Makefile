@@ -82,7 +82,7 @@ matrix: setup build
 bench: setup build $(BENCH_OBJS)
 	$(VENV)/bin/python bench/bench.py
 
-# real kvm_exit events: bench/real.py in the matrix's newest SVM, VMX and arm64 machines (about 25 minutes)
+# real kvm_exit events: bench/real.py in the matrix's newest SVM, VMX and arm64 machines (a few minutes)
 bench-real: setup build build/realexit.bpf.o
 	cd tests && ../$(VENV)/bin/python -m kernels bench
 
