@@ -60,8 +60,9 @@ def main(argv):
                 for n in names:
                     r = m.result(n)
                     print("\n".join(r.summary()), flush=True)
-                    if r.results["bench"]["rc"]:
-                        print(r.results["bench"]["stderr"], file=sys.stderr)
+                    b = r.results.get("bench") or {}
+                    if b.get("rc") != 0:          # failed, or the scenario raised (its "error")
+                        print(b.get("stderr") or b.get("error") or "bench: no result", file=sys.stderr)
                         return 1
             finally:
                 m.close()
