@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from kvmexit import _libbpf, maps
-from kvmexit.abi import MAP_CACHE, MAP_COUNTS, kvmexit_cache, kvmexit_key, owner
+from kvmexit.abi import MAP_CACHE, MAP_COUNTS, kvmexit_cache, kvmexit_key
 from kvmexit.bpfobject import BpfObject
 from kvmexit.guest import Guest, Step
 from kvmexit.skeleton import CORE_OBJECT, KvmExitObject
@@ -180,7 +180,7 @@ def synthetic(nkeys, ncpu):
     keys = b"".join(bytes(kvmexit_key(1000 + i // 8, 2000 + i // 8, i % 8, 0, 1, 0)) for i in range(nkeys))
     values = struct.pack("<%dQ" % (nkeys * ncpu), *((i % 7) for i in range(nkeys * ncpu)))
     c = kvmexit_cache()
-    c.owner, c.key = owner((1000 << 32) | 2000, 1), kvmexit_key(1000, 2000, 0, 0, 1, 0)
+    c.owner, c.key = (1000 << 32) | 2000, kvmexit_key(1000, 2000, 0, 0, 1, 0)
     c.nreasons = len(c.reasons)
     for r in range(len(c.reasons)):
         c.reasons[r], c.dense[r] = r, 100

@@ -46,6 +46,8 @@ const volatile bool latency = false;
 #endif
 /* --detail: remember each thread's last exit and count its KVM events under it */
 const volatile bool detail = false;
+/* latency || detail, set by userspace: the one flag a cache hit reads */
+const volatile bool record = false;
 
 #ifdef __TARGET_ARCH_arm64
 #define KVMEXIT_ARCH_ARM64 1
@@ -117,6 +119,8 @@ __u32 vcpu_moves = 0;
 #endif
 
 static const __u64 zero_count;
+/* the cache's key: in .rodata, no stack store on the hit path */
+static const __u32 zero_key;
 static const struct kvmexit_pending zero_pending;
 static const struct kvmexit_lat zero_lat;
 
@@ -172,8 +176,8 @@ static __always_inline __u32 vcpu_id_of(enum vcpu_src src, const void *ptr, __u3
 
 /* how a program tells the event's thread, for the cache's owner word */
 enum thread_src {
-	THREAD_CURRENT,		/* bpf_get_current_pid_tgid(): KVMEXIT_OWNER(pid_tgid, isa) */
-	THREAD_VCPU_PID,	/* x86 tp_btf, make bench-real's vcpu->pid program: the vCPU's struct pid, no helper: KVMEXIT_OWNER(tid, isa) */
+	THREAD_CURRENT,		/* bpf_get_current_pid_tgid(): the owner is pid_tgid */
+	THREAD_VCPU_PID,	/* x86 tp_btf, make bench-real's vcpu->pid program: the vCPU's struct pid, no helper: the tid */
 	THREAD_TASK,		/* arm64 tp_btf: bpf_get_current_task_btf() (inlined since 6.11), its pid and tgid */
 };
 
@@ -400,34 +404,29 @@ static __always_inline void count_exit(__u32 reason, __u8 flags, __u8 isa, enum 
 {
 	__u64 pid_tgid = 0, owner, tag = 0;
 	struct kvmexit_cache *c;
-	__u32 zero = 0;
 	__u64 *n, idx;
 
 #ifndef KVMEXIT_LEGACY
 	if (thread_src == THREAD_TASK) {
 		const struct task_struct *task = bpf_get_current_task_btf();
 
-		pid_tgid = (__u64)(__u32)task->tgid << 32 | (__u32)task->pid;
-		owner = KVMEXIT_OWNER(pid_tgid, isa);
+		owner = pid_tgid = (__u64)(__u32)task->tgid << 32 | (__u32)task->pid;
 	} else if (thread_src == THREAD_VCPU_PID) {
 		/* KVM_RUN sets vcpu->pid to the running thread before it
 		 * enters the guest: its level-0 number is the thread id.
 		 * Never NULL in KVM_RUN; if it were, the helper tells. */
 		const struct pid *pid = ((const struct kvm_vcpu *)vcpu_ptr)->pid;
 
-		if (pid) {
-			owner = KVMEXIT_OWNER((__u64)(__u32)pid->numbers[0].nr, isa);
-		} else {
-			pid_tgid = bpf_get_current_pid_tgid();
-			owner = KVMEXIT_OWNER(pid_tgid, isa);
-		}
+		if (pid)
+			owner = (__u32)pid->numbers[0].nr;
+		else
+			owner = pid_tgid = bpf_get_current_pid_tgid();
 	} else
 #endif
 	{
-		pid_tgid = bpf_get_current_pid_tgid();
-		owner = KVMEXIT_OWNER(pid_tgid, isa);
+		owner = pid_tgid = bpf_get_current_pid_tgid();
 	}
-	c = bpf_map_lookup_elem(&cache, &zero);
+	c = bpf_map_lookup_elem(&cache, &zero_key);
 	if (!c)
 		return;
 	/* the event's vCPU tag (struct kvmexit_cache): vcpu_src is a constant here */
@@ -462,7 +461,7 @@ static __always_inline void count_exit(__u32 reason, __u8 flags, __u8 isa, enum 
 			return;
 	}
 counted:
-	if (latency || detail)
+	if (record)
 		record_exit(c, reason, flags);
 }
 
@@ -523,13 +522,12 @@ extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
 #endif
 
 /* >= 5.16: the reason lives only in the vendor vCPU struct; direct: read
- * by LOAD_DIRECT instead of BPF_CORE_READ's helper calls */
+ * by LOAD_DIRECT instead of BPF_CORE_READ's helper calls.  count_exit is
+ * inlined into each branch with the isa and flags constant: no reason or
+ * flag kept across its calls, the hit path straight-line */
 static __always_inline void count_vendor_exit(struct kvm_vcpu *vcpu, __u32 isa, enum thread_src thread_src,
 					      bool direct)
 {
-	__u32 reason = 0;
-	__u8 flags = 0;
-
 	/* tp_btf arguments may be NULL for the verifier since Linux 6.13:
 	 * no arithmetic on vcpu before this test.  KVM never passes NULL;
 	 * if it did, the exit would still be counted, as unreadable */
@@ -542,21 +540,29 @@ static __always_inline void count_vendor_exit(struct kvm_vcpu *vcpu, __u32 isa, 
 		__u64 vmx = (__u64)vcpu - bpf_core_field_offset(struct vcpu_vmx, vcpu);
 
 		if (bpf_core_field_exists(struct vcpu_vmx, vt))
-			reason = LOAD_DIRECT(__u32, vmx + bpf_core_field_offset(struct vcpu_vmx, vt.exit_reason.full));
+			count_exit(LOAD_DIRECT(__u32, vmx + bpf_core_field_offset(struct vcpu_vmx, vt.exit_reason.full)),
+				   0, KVMEXIT_ISA_VMX, VCPU_KVM, vcpu, 0, thread_src);
 		else if (bpf_core_field_exists(struct vcpu_vmx___union, exit_reason))
-			reason = LOAD_DIRECT(__u32, vmx + bpf_core_field_offset(struct vcpu_vmx___union,
-										 exit_reason.full));
+			count_exit(LOAD_DIRECT(__u32, vmx + bpf_core_field_offset(struct vcpu_vmx___union,
+										     exit_reason.full)),
+				   0, KVMEXIT_ISA_VMX, VCPU_KVM, vcpu, 0, thread_src);
 		else
-			flags = KVMEXIT_KEY_NO_REASON;
-	} else if (direct && isa == KVMEXIT_ISA_SVM && bpf_core_type_exists(struct vcpu_svm)) {
+			count_exit(0, KVMEXIT_KEY_NO_REASON, KVMEXIT_ISA_VMX, VCPU_KVM, vcpu, 0, thread_src);
+		return;
+	}
+	if (direct && isa == KVMEXIT_ISA_SVM && bpf_core_type_exists(struct vcpu_svm)) {
 		__u64 svm = (__u64)vcpu - bpf_core_field_offset(struct vcpu_svm, vcpu);
 		__u64 vmcb = LOAD_DIRECT(__u64, svm + bpf_core_field_offset(struct vcpu_svm, vmcb));
 
-		reason = LOAD_DIRECT(__u32, vmcb + bpf_core_field_offset(struct vmcb, control.exit_code));
-	} else
+		count_exit(LOAD_DIRECT(__u32, vmcb + bpf_core_field_offset(struct vmcb, control.exit_code)),
+			   0, KVMEXIT_ISA_SVM, VCPU_KVM, vcpu, 0, thread_src);
+		return;
+	}
 #endif
 	if (!direct && isa == KVMEXIT_ISA_VMX && bpf_core_type_exists(struct vcpu_vmx)) {
 		void *vmx = (void *)vcpu - bpf_core_field_offset(struct vcpu_vmx, vcpu);
+		__u32 reason = 0;
+		__u8 flags = 0;
 
 		if (bpf_core_field_exists(struct vcpu_vmx, vt))
 			reason = BPF_CORE_READ((struct vcpu_vmx *)vmx, vt.exit_reason.full);
@@ -566,14 +572,17 @@ static __always_inline void count_vendor_exit(struct kvm_vcpu *vcpu, __u32 isa, 
 			reason = BPF_CORE_READ((struct vcpu_vmx___u32 *)vmx, exit_reason);
 		else
 			flags = KVMEXIT_KEY_NO_REASON;
-	} else if (!direct && isa == KVMEXIT_ISA_SVM && bpf_core_type_exists(struct vcpu_svm)) {
+		count_exit(reason, flags, KVMEXIT_ISA_VMX, VCPU_KVM, vcpu, 0, thread_src);
+		return;
+	}
+	if (!direct && isa == KVMEXIT_ISA_SVM && bpf_core_type_exists(struct vcpu_svm)) {
 		struct vcpu_svm *svm = (void *)vcpu - bpf_core_field_offset(struct vcpu_svm, vcpu);
 
-		reason = BPF_CORE_READ(svm, vmcb, control.exit_code);
-	} else {
-		flags = KVMEXIT_KEY_NO_REASON;
+		count_exit(BPF_CORE_READ(svm, vmcb, control.exit_code), 0, KVMEXIT_ISA_SVM, VCPU_KVM, vcpu, 0,
+			   thread_src);
+		return;
 	}
-	count_exit(reason, flags, isa, VCPU_KVM, vcpu, 0, thread_src);
+	count_exit(0, KVMEXIT_KEY_NO_REASON, isa, VCPU_KVM, vcpu, 0, thread_src);
 }
 #endif
 

@@ -60,12 +60,11 @@ struct kvmexit_key {
 };
 
 /*
- * A cache's owner: a thread and the isa of its events, in one word.
- * pid_tgid leaves bits 54-63 clear (pid_max is at most 2^22); isa is never
- * 0, so neither is an owner.
+ * A cache's owner: its thread as bpf_get_current_pid_tgid() names it (the
+ * tid alone where a program reads it from the vCPU), never 0 for a vCPU
+ * thread.  No isa in it: one exit program is attached at a time, and its
+ * events have one isa on a host (x86 loads one vendor module).
  */
-#define KVMEXIT_OWNER_ISA_SHIFT	56
-#define KVMEXIT_OWNER(pid_tgid, isa)	((pid_tgid) | (__u64)(isa) << KVMEXIT_OWNER_ISA_SHIFT)
 
 /*
  * The per-CPU cache: the thread that last exited on this CPU and the
@@ -75,7 +74,7 @@ struct kvmexit_key {
  * reason match, else the hash value: never both.
  */
 struct kvmexit_cache {
-	__u64 owner;		/* KVMEXIT_OWNER(), 0: none yet */
+	__u64 owner;		/* the thread, 0: none yet */
 	struct kvmexit_key key;	/* the owner's; reason and flags unused */
 	__u64 drops;		/* events not counted: the counts map was full */
 	__u64 untimed;		/* --latency: exits left without a time, a latency map was full */

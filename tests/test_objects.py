@@ -141,12 +141,13 @@ def test_rodata_layout_matches_filter():
     with BpfObject(package_object(CORE_OBJECT), abi.OBJECT_NAME) as obj:
         layout = obj.rodata_layout()
         # the zero templates of the maps' new elements, not settings
-        zeros = {k: layout.pop(k)[1] for k in ("zero_count", "zero_pending", "zero_lat")}
-        assert zeros == {"zero_count": 8, "zero_pending": ct.sizeof(abi.kvmexit_pending),
+        zeros = {k: layout.pop(k)[1] for k in ("zero_count", "zero_pending", "zero_lat", "zero_key")}
+        assert zeros == {"zero_count": 8, "zero_key": 4, "zero_pending": ct.sizeof(abi.kvmexit_pending),
                          "zero_lat": ct.sizeof(abi.kvmexit_lat)}
         values = dict(Filter(tgid=5, tids=(1, 2), vcpu=3).rodata(), tp_has_vcpu_id=True, latency=False,
-                      detail=True)
+                      detail=True, record=True)
         assert {k: v[1] for k, v in layout.items()} == {"targ_tgid": 4, "targ_vcpu": 4, "targ_ntids": 4,
                                                         "targ_tids": 4 * abi.KVMEXIT_MAX_TIDS,
-                                                        "tp_has_vcpu_id": 1, "latency": 1, "detail": 1}
+                                                        "tp_has_vcpu_id": 1, "latency": 1, "detail": 1,
+                                                        "record": 1}
         obj.set_rodata(values)

@@ -6,7 +6,7 @@ import struct
 import pytest
 
 from kvmexit import maps, skeleton
-from kvmexit.abi import kvmexit_cache, kvmexit_key, owner
+from kvmexit.abi import kvmexit_cache, kvmexit_key
 from kvmexit.counts import CounterKey
 from kvmexit.errors import KvmexitError
 
@@ -19,7 +19,7 @@ def _cache(who=None, reasons=(), drops=0, untimed=0, undetailed=0):
     """One CPU's cache: who = (tgid, tid, vcpu, isa) owns it with reasons = [(reason, count)]."""
     c = kvmexit_cache()
     if who:
-        c.owner = owner(who[0] << 32 | who[1], who[3])
+        c.owner = who[0] << 32 | who[1]
         c.key = kvmexit_key(who[0], who[1], 0, who[2], who[3], 0)
     for i, (reason, count) in enumerate(reasons):
         c.reasons[i], c.dense[reason] = reason, count

@@ -29,18 +29,12 @@ KVMEXIT_LAT_SLOTS = 128
 KVMEXIT_DETAIL_PIO, KVMEXIT_DETAIL_MSR, KVMEXIT_DETAIL_MMIO, KVMEXIT_DETAIL_HYPERCALL, KVMEXIT_DETAIL_USER = 1, 2, 3, 4, 5
 KVMEXIT_DETAIL_SYSREG, KVMEXIT_DETAIL_WFX = 6, 7
 KVMEXIT_DIR_READ, KVMEXIT_DIR_WRITE, KVMEXIT_DIR_NONE, KVMEXIT_DIR_READ_USER, KVMEXIT_DIR_FAST_WRITE = 0, 1, 2, 3, 4
-KVMEXIT_OWNER_ISA_SHIFT = 56
 
 
 def sysreg_of_esr(esr):
     """KVMEXIT_SYSREG(): Linux's sys_reg() encoding of a SYS64 trap's register (pure)."""
     return ((esr >> 20 & 3) << 19 | (esr >> 14 & 7) << 16 | (esr >> 10 & 0xF) << 12 | (esr >> 1 & 0xF) << 8
             | (esr >> 17 & 7) << 5)
-
-
-def owner(pid_tgid, isa):
-    """KVMEXIT_OWNER(): a cache owner, thread and isa in one word."""
-    return pid_tgid | isa << KVMEXIT_OWNER_ISA_SHIFT
 
 
 class kvmexit_key(ct.Structure):

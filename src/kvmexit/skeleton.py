@@ -69,7 +69,7 @@ class KvmExitObject:
             self.obj.set_max_entries(MAP_LAT, max_entries if entry_prog else 1)
             self.obj.set_max_entries(MAP_DETAILS, max_entries if detail else 1)
             self.obj.set_rodata(dict(filt.rodata(), tp_has_vcpu_id=tp_has_vcpu_id, latency=entry_prog is not None,
-                                     detail=detail))
+                                     detail=detail, record=entry_prog is not None or detail))
             self.obj.load()
         except BaseException:
             self.obj.close()
