@@ -79,7 +79,7 @@ test-quick: setup build $(TEST_OBJS)
 matrix: setup build
 	$(VENV)/bin/python -m pytest -m matrix
 
-bench: setup build $(BENCH_OBJS)
+bench: setup build $(BENCH_OBJS) zipapp
 	$(VENV)/bin/python bench/bench.py
 
 # real kvm_exit events: bench/real.py in the matrix's newest SVM, VMX and arm64 machines (a few minutes)
@@ -105,6 +105,10 @@ zipapp: dist
 	rm -rf build/zipapp && $(VENV)/bin/pip install -q --disable-pip-version-check --no-compile \
 		--target build/zipapp --no-deps dist/kvmexit-*.whl '$(ZIPAPP_CLICK)'
 	rm -rf build/zipapp/bin build/zipapp/share build/zipapp/*.dist-info
+	# bytecode beside each module: zipimport cannot cache what it compiles, so
+	# without it every start compiles click and kvmexit anew (~100 ms); another
+	# Python version ignores these (magic number) and compiles the sources
+	$(VENV)/bin/python -m compileall -q -b -s build/zipapp -p kvmexit.pyz --invalidation-mode unchecked-hash build/zipapp
 	$(VENV)/bin/python -m zipapp build/zipapp -p '/usr/bin/env python3' -m 'kvmexit.cli:main' -c \
 		-o dist/kvmexit.pyz
 	@ls -l dist/kvmexit.pyz
@@ -123,6 +127,8 @@ install:
 	install -d $(DESTDIR)$(LIBDIR)/kvmexit/bpf $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8
 	install -m 644 src/kvmexit/*.py $(DESTDIR)$(LIBDIR)/kvmexit/
 	install -m 644 src/kvmexit/bpf/*.bpf.o $(DESTDIR)$(LIBDIR)/kvmexit/bpf/
+	# bytecode now: an unprivileged user (CAP_BPF, CAP_PERFMON) cannot write it later
+	python3 -m compileall -q $(DESTDIR)$(LIBDIR)/kvmexit
 	printf '#!/usr/bin/python3\nimport sys\nsys.path.insert(0, "%s")\nfrom kvmexit.cli import main\nmain()\n' \
 		'$(LIBDIR)' > $(DESTDIR)$(SBINDIR)/kvmexit
 	chmod 755 $(DESTDIR)$(SBINDIR)/kvmexit

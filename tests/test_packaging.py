@@ -135,6 +135,22 @@ def test_zipapp_with_only_python3(dist, clean_bin):
     _check_runs([str(pyz)], str(clean_bin))
 
 
+def test_zipapp_carries_its_bytecode(dist, clean_bin):
+    """zipimport compiles what has no .pyc on every start (it cannot write
+    one): the zipapp's modules come from the bytecode it carries, compiled
+    under the name kvmexit.pyz/..., where a module compiled from its source
+    would be named by the file's own path."""
+    _, pyz = dist
+    with zipfile.ZipFile(pyz) as z:
+        names = set(z.namelist())
+    sources = {n for n in names if n.endswith(".py") and n != "__main__.py"}
+    assert sources and {n + "c" for n in sources} <= names
+    r = _run(["python3", "-c", "import sys; sys.path.insert(0, sys.argv[1]); import kvmexit.cli, click.core; "
+              "print(kvmexit.cli.main.__code__.co_filename, click.core.Command.main.__code__.co_filename)", str(pyz)],
+             str(clean_bin))
+    assert r.stdout.split() == ["kvmexit.pyz/kvmexit/cli.py", "kvmexit.pyz/click/core.py"], r.stderr
+
+
 def test_make_install(tmp_path):
     r = make("install", "PREFIX=/usr", "DESTDIR=%s" % tmp_path)
     assert r.returncode == 0, r.stderr
@@ -144,6 +160,16 @@ def test_make_install(tmp_path):
         assert (root / "lib/kvmexit/kvmexit/bpf" / o).read_bytes() == (REPO / "src/kvmexit/bpf" / o).read_bytes()
     launcher = root / "sbin/kvmexit"
     assert os.access(launcher, os.X_OK) and 'sys.path.insert(0, "/usr/lib/kvmexit")' in launcher.read_text()
+    # compiled at install (checked before any run here writes bytecode): a user
+    # who cannot write there never compiles a module again; -v names the
+    # bytecode that matched each source, -B writes none
+    pkg = root / "lib/kvmexit/kvmexit"
+    r = _run(["/usr/bin/python3", "-B", "-v", "-c", "import kvmexit.cli"], SYSTEM_PATH, cwd=root / "lib/kvmexit")
+    matched = {Path(line.split()[-1]).name for line in r.stderr.splitlines()
+               if line.startswith("# %s/__pycache__/" % pkg) and " matches " in line}
+    imported = {m.split("'")[1].split(".")[-1] + ".py" for m in r.stderr.splitlines()
+                if m.startswith("import 'kvmexit")}
+    assert "cli.py" in imported and imported - {"kvmexit.py"} <= matched, r.stderr[-2000:]
     r = _run(["/usr/bin/python3", "-m", "kvmexit", "--version"], SYSTEM_PATH, cwd=root / "lib/kvmexit")
     assert (r.returncode, r.stdout) == (0, "kvmexit, version 0.1.0\n"), r.stderr
 
