@@ -28,7 +28,7 @@ from pathlib import Path
 from kvmexit import _libbpf, maps
 from kvmexit.abi import MAP_CACHE, MAP_COUNTS, kvmexit_cache, kvmexit_key
 from kvmexit.bpfobject import BpfObject
-from kvmexit.guest import Guest, Step
+from kvmexit.guest import Guest, Step, strict_turns
 from kvmexit.skeleton import CORE_OBJECT, KvmExitObject
 from kvmexit.tracer import TraceOptions, Tracer
 
@@ -99,16 +99,8 @@ def run_guest(programs, **kw):
 def pingpong_guest(n):
     """Two vCPU threads on CPU 0 taking strict turns: every kvm_pio event
     comes from the other thread than the one before (a cache miss)."""
-    cond, turn = threading.Condition(), [0]
-
-    def sync(vcpu, i):
-        with cond:
-            turn[0] = 1 - vcpu
-            cond.notify_all()
-            if i < n - 1:
-                cond.wait_for(lambda: turn[0] == vcpu, timeout=5)
     pin = lambda vcpu, exits: {0} if exits == 0 else None
-    return run_guest([[Step("sync", n)], [Step("sync", n)]], sync=sync, affinity=pin)
+    return run_guest([[Step("sync", n)], [Step("sync", n)]], sync=strict_turns(n, 5), affinity=pin)
 
 
 # -- 1 -----------------------------------------------------------------------

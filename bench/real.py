@@ -24,13 +24,12 @@ import json
 import os
 import statistics
 import sys
-import threading
 from pathlib import Path
 
 from kvmexit import arch as arches
 from kvmexit.bpfobject import BpfObject
 from kvmexit.skeleton import KvmExitObject
-from kvmexit.guest import Guest, Step
+from kvmexit.guest import Guest, Step, strict_turns
 from kvmexit.tracer import TraceOptions, Tracer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -145,15 +144,7 @@ def hit(ven, n):
 
 def miss(ven, n):
     """Two vCPU threads on CPU 0 in strict turns: each exit after the other thread's."""
-    cond, turn = threading.Condition(), [0]
-
-    def sync(vcpu, i):
-        with cond:
-            turn[0] = 1 - vcpu
-            cond.notify_all()
-            if i < n - 1:
-                cond.wait_for(lambda: turn[0] == vcpu, timeout=30)
-    run_guest([[Step("sync", n)], [Step("sync", n)]], sync=sync, affinity=on_cpu0)
+    run_guest([[Step("sync", n)], [Step("sync", n)]], sync=strict_turns(n, 30), affinity=on_cpu0)
 
 
 def measure(rounds, n_hit, n_miss, log=print):

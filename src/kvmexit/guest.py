@@ -270,6 +270,21 @@ def _open_kvm():
     return fd
 
 
+def strict_turns(n, timeout):
+    """A sync for two vCPUs of n SYNC steps each (Guest's sync): each one
+    re-enters the guest only after the other's SYNC, so that their exits
+    alternate; a wait that passes timeout seconds goes on."""
+    cond, turn = threading.Condition(), [0]
+
+    def sync(vcpu, i):
+        with cond:
+            turn[0] = 1 - vcpu
+            cond.notify_all()
+            if i < n - 1:
+                cond.wait_for(lambda: turn[0] == vcpu, timeout=timeout)
+    return sync
+
+
 class Guest:
     """A VM whose vCPU threads run the given programs.
 
