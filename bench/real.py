@@ -17,6 +17,14 @@ two vCPU threads on CPU 0 taking strict turns (sync: an exit to userspace
 each), so every exit finds the other thread's cache.  Per program and case:
 ns per exit, median (min-max) over rounds, and the ratios of medians.
 
+Then what the guest pays, each program alone: a program's run_time_ns
+leaves out what the kernel does around it (a classic tracepoint builds
+its record, VMREADs included, before its program runs), so the guest's
+own time per exit is taken with nothing attached, then with each of
+ALONE attached by itself: the time of 2n hit exits minus that of n, over
+n (the VM's set-up cancels).  Under Bochs the clock follows the
+instructions the machine runs.
+
     python3 bench/real.py [--rounds N] [--hit N] [--miss N] [--json FILE]
 """
 import argparse
@@ -24,6 +32,7 @@ import json
 import os
 import statistics
 import sys
+import time
 from pathlib import Path
 
 from kvmexit import arch as arches
@@ -37,6 +46,8 @@ BASELINES = REPO / "build" / "realexit.bpf.o"
 SUFFIX = {"tp_btf": "btf", "raw_tp": "raw", "tracepoint": "tp"}
 MODES = tuple(SUFFIX)
 VARIANTS = ("plain", "latency", "detail")
+# what the guest's time per exit is taken with, each alone ("none": nothing attached)
+ALONE = ("none", "tp_btf/empty", "tracepoint/empty", "tp_btf/kvmexit", "tracepoint/bcc")
 
 
 def vendor():
@@ -124,10 +135,13 @@ def load_all(ven):
 
 
 def run_guest(programs, **kw):
+    """The guest's wall time, from its start to its last vCPU's end."""
     g = Guest(programs, **kw)
     try:
+        t0 = time.perf_counter()
         g.start()
         g.join(900)
+        return time.perf_counter() - t0
     finally:
         g.close()
 
@@ -139,7 +153,7 @@ def on_cpu0(vcpu, exits):
 def hit(ven, n):
     """One vCPU thread on CPU 0, exits handled in the kernel."""
     step = Step("mrs", n) if ven == "arm64" else Step("cpuid", n)
-    run_guest([[step]], affinity=on_cpu0)
+    return run_guest([[step]], affinity=on_cpu0)
 
 
 def miss(ven, n):
@@ -179,11 +193,35 @@ def measure(rounds, n_hit, n_miss, log=print):
                                  "(run make bench-real, which boots machines that do)")
             log("bench-real: round %d of %d" % (r + 1, rounds))
         return {"vendor": ven, "release": os.uname().release, "rounds": rounds, "hit": n_hit, "miss": n_miss,
-                "programs": {"%s/%s" % (p.mode, p.name): p.prog for p in progs}, "results": res}
+                "programs": {"%s/%s" % (p.mode, p.name): p.prog for p in progs}, "results": res,
+                "alone": alone(progs, ven, rounds, n_hit, log)}
     finally:
         for p in progs:
             p.close()
         stats.write_text(old)
+
+
+def alone(progs, ven, rounds, n, log):
+    """{name: per round {"ns": the guest's time per hit exit, "exits": the
+    program's runs}} with each of ALONE attached by itself, in turns."""
+    by = {"%s/%s" % (p.mode, p.name): p for p in progs}
+    names = [a for a in ALONE if a == "none" or a in by]
+    res = {}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            p = by.get(name)
+            if p:
+                p.attach()
+            try:
+                before = p.stats()[1] if p else 0
+                once, twice = hit(ven, n), hit(ven, 2 * n)
+                runs = p.stats()[1] - before if p else None
+            finally:
+                if p:
+                    p.detach()
+            res.setdefault(name, []).append({"ns": (twice - once) / n * 1e9, "exits": runs})
+        log("bench-real: alone, round %d of %d" % (r + 1, rounds))
+    return res
 
 
 def med(xs):
@@ -235,6 +273,26 @@ def report(data, out=print):
         "the thread read from the vCPU instead of asked for (handle_kvm_exit_btf_direct_vpid)")
     header = ["attach", "case", "empty", "pid_tgid", "kvmexit", "fallback", "vcpu->pid", "+latency", "+detail",
               "bcc design", "kvmexit/empty", "kvmexit/bcc", "fallback/empty", "fallback/bcc", "vcpu->pid/bcc"]
+    _table(header, rows, out)
+    if data.get("alone"):
+        report_alone(data, out)
+
+
+def report_alone(data, out=print):
+    al = data["alone"]
+    ns = {k: med([r["ns"] for r in v]) for k, v in al.items()}
+    added = {k: v - ns["none"] for k, v in ns.items() if k != "none"}
+    out("What the guest pays per hit exit, each alone (its time for %d exits minus that for %d, over %d; "
+        "median (min-max) of %d rounds; added: over nothing attached)" % (
+            2 * data["hit"], data["hit"], data["hit"], data["rounds"]))
+    names = [a for a in ALONE if a in al]
+    rows = [[k, cell([r["ns"] for r in al[k]]), "%.0f" % added[k] if k in added else "-",
+             "%.2fx" % (added[k] / added["tracepoint/bcc"]) if k in added and "tracepoint/bcc" in added else "-"]
+            for k in names]
+    _table(["attached", "ns per exit", "added", "added / bcc's"], rows, out)
+
+
+def _table(header, rows, out):
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
     for r in [header, ["-" * w for w in widths]] + rows:
         out("  " + "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())

@@ -490,8 +490,9 @@ def test_bench_real_programs_see_the_same_exits(run):
     matrix's summary): kvmexit took its direct programs where the kernel
     allows them; every program attached at once ran on the same real exits
     (or was reported skipped), round by round, as many as the guest made at
-    least; each took time.  The figures are the benchmark's to print, not
-    to judge."""
+    least; each took time; then, each alone, ran on every exit of the
+    guest's timed runs.  The figures are the benchmark's to print, not to
+    judge."""
     b = run.results["bench"]
     assert b["rc"] == 0, b["stderr"][-2000:]
     data = b["data"]
@@ -523,3 +524,10 @@ def test_bench_real_programs_see_the_same_exits(run):
             assert len(set(seen.values())) == 1, seen
             assert min(seen.values()) >= least
             assert all(v[r]["ns"] > 0 for k, v in res.items() if k.split("/")[1] == case)
+    # the guest's time per exit, each alone: the program ran on every exit of both runs of each round
+    alone = data["alone"]
+    assert set(alone) == {"none", "tp_btf/empty", "tracepoint/empty", "tp_btf/kvmexit"} | (
+        {"tracepoint/bcc"} if run.machine.vendor != "arm64" else set())
+    for name, runs in alone.items():
+        assert len(runs) == rounds, (name, runs)
+        assert all(r["exits"] is None if name == "none" else r["exits"] >= 3 * hit for r in runs), (name, runs)
