@@ -229,7 +229,7 @@ def bench_readout(repeats):
     k_cache = obj.memlock(MAP_CACHE)
     obj.close()
     b = baseline("bcc_pio_raw")
-    b_entry = b.memlock("pcpu_kvm_stat") / 1024 - 616 * ncpu
+    b_entry = b.memlock("bcc_pcpu_kvm_stat") / 1024 - 616 * ncpu
     b.close()
     mib = lambda x: "%.1f MiB" % (x / 2**20)
     rows = []
