@@ -395,9 +395,9 @@ static __always_inline void count_entry(void)
 
 /*
  * The one counting function every program calls.  A hit (this CPU's cache
- * owned by the thread, the reason cached) is one array lookup, two compares
- * and an increment.  thread_src: how the thread is told (a helper call, or
- * loads where make bench-real measures those cheaper).
+ * owned by the thread and the vCPU, the reason cached) is one array lookup,
+ * three compares, a test and an increment.  thread_src: how the thread is
+ * told (a helper call, or loads where make bench-real measures those cheaper).
  */
 static __always_inline void count_exit(__u32 reason, __u8 flags, __u8 isa, enum vcpu_src vcpu_src,
 				       const void *vcpu_ptr, __u32 vcpu_aux, enum thread_src thread_src)

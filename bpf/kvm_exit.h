@@ -60,18 +60,14 @@ struct kvmexit_key {
 };
 
 /*
- * A cache's owner: its thread as bpf_get_current_pid_tgid() names it (the
- * tid alone where a program reads it from the vCPU), never 0 for a vCPU
- * thread.  No isa in it: one exit program is attached at a time, and its
- * events have one isa on a host (x86 loads one vendor module).
- */
-
-/*
  * The per-CPU cache: the thread that last exited on this CPU and the
  * cumulative counts of its reasons that sit here.  While a (thread,
  * reason) sits here, the cache, not the hash, holds the truth for this
  * CPU; eviction writes it back.  Readers take the cache when owner and
- * reason match, else the hash value: never both.
+ * reason match, else the hash value: never both.  The owner is the thread
+ * as bpf_get_current_pid_tgid() names it (the tid alone where a program
+ * reads it from the vCPU), never 0 for a vCPU thread; no isa in it: one
+ * exit program is attached at a time, and a host's exits have one isa.
  */
 struct kvmexit_cache {
 	__u64 owner;		/* the thread, 0: none yet */

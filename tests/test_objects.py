@@ -140,7 +140,7 @@ def test_rodata_layout_matches_filter():
     """Unprivileged: open (not load) the object and read .rodata's variables."""
     with BpfObject(package_object(CORE_OBJECT), abi.OBJECT_NAME) as obj:
         layout = obj.rodata_layout()
-        # the zero templates of the maps' new elements, not settings
+        # the zero templates of the maps' new elements and the cache's key, not settings
         zeros = {k: layout.pop(k)[1] for k in ("zero_count", "zero_pending", "zero_lat", "zero_key")}
         assert zeros == {"zero_count": 8, "zero_key": 4, "zero_pending": ct.sizeof(abi.kvmexit_pending),
                          "zero_lat": ct.sizeof(abi.kvmexit_lat)}
