@@ -25,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-from kvmexit import _libbpf, maps
+from kvmexit import _libbpf, kernel, maps
 from kvmexit.abi import MAP_CACHE, MAP_COUNTS, kvmexit_cache, kvmexit_key
 from kvmexit.bpfobject import BpfObject
 from kvmexit.guest import Guest, Step, strict_turns
@@ -262,6 +262,8 @@ def bench_startup(repeats):
     floor, pyz_floor = "python -c pass (floor)", "python3 -c pass (the zipapp's floor)"
     cmds = [(floor, [sys.executable, "-c", "pass"], False, floor),
             ("python -c 'import click' (the CLI's floor)", [sys.executable, "-c", "import click"], False, floor),
+            ("python -c 'import kvmexit.cli' (click and kvmexit's modules)", [sys.executable, "-c",
+                                                                               "import kvmexit.cli"], False, floor),
             ("kvmexit --help", [exe, "--help"], False, floor)]
     cmds += [("kvmexit --mode %s 0" % m, [exe, "--mode", m, "0"], True, floor)
              for m in ("auto", "tp_btf", "raw_tp", "tracepoint")]
@@ -289,6 +291,31 @@ def bench_startup(repeats):
           repeats, "" if PYZ.exists() else "; no dist/kvmexit.pyz: make zipapp adds its row"),
           ["command", "time", "/ its python's floor", "peak RSS"], rows)
     RESULTS["startup"] = res
+    bench_startup_phases(repeats)
+
+
+def bench_startup_phases(repeats):
+    """Where start-up goes after the imports, timed in this process: the
+    kernel BTF read that picks the program, and the object's load with the
+    counts map at the default size and at one entry (the difference: its
+    preallocation)."""
+    def ms(fn):
+        t0 = time.perf_counter()
+        fn()
+        return (time.perf_counter() - t0) * 1e3
+    load = lambda n: KvmExitObject(CORE_OBJECT, "handle_kvm_pio_raw", max_entries=n).close()
+    phases = {"kernel.probe_btf()": kernel.probe_btf, "object load, counts map 16384 entries": lambda: load(16384),
+              "object load, counts map 1 entry": lambda: load(1)}
+    res = {}
+    for _ in range(repeats):
+        for name, fn in phases.items():
+            res.setdefault(name, []).append(ms(fn))
+    prealloc = med(res["object load, counts map 16384 entries"]) - med(res["object load, counts map 1 entry"])
+    rows = [[name, fmt(v, " ms")] for name, v in res.items()] + [["the counts map's preallocation (difference)",
+                                                                   "%.1f ms" % prealloc]]
+    table("4b. Start-up after the imports, in this process, median (min-max) of %d" % repeats,
+          ["phase", "time"], rows)
+    RESULTS["startup_phases"] = res
 
 
 # -- 5 -----------------------------------------------------------------------
