@@ -53,7 +53,7 @@ MACHINES = {m.name: m for m in (
     Machine("arm64-6.1", "arm64-6.1", "qemu-arm64"),
     Machine("arm64-6.1-nvhe", "arm64-6.1", "qemu-arm64", nvhe=True),
     Machine("arm64-6.12", "arm64-6.12", "qemu-arm64"),
-    # no miss round on arm64: its two-thread ping-pong stalled for minutes at times there (not understood)
+    # no miss round on arm64: there one of its two vCPUs makes no exit after its first sync (not understood)
     Machine("arm64-newest", "arm64-newest", "qemu-arm64", bench="15,2000,0"),
 )}
 
